@@ -1,0 +1,42 @@
+//! # ruprobes
+//!
+//! Uprobes for small RISC-V (rv64gc) kernels: dynamic breakpoints on any instruction or
+//! function of a user program, with entry, post-step and return handlers.
+//!
+//! The kernel keeps one [`Uprobes`] engine (typically in a `static`) and calls it from four
+//! places: `exec` ([`Uprobes::on_exec`]), `fork` / `exit` ([`Uprobes::on_fork`],
+//! [`Uprobes::on_exit`]), the breakpoint trap ([`Uprobes::handle_breakpoint`]) and the
+//! page-fault path ([`Uprobes::fixup_fault`]). It reaches user memory through the
+//! [`UserSpace`] trait and registers through the [`UserRegs`] trait. Kernels ported from the
+//! original ruprobes crate can use the seed-compatible free functions of the [`seed`] module
+//! instead (feature `seed`).
+//!
+//! ```ignore
+//! use ruprobes::{Consumer, Uprobes};
+//! static UPROBES: Uprobes = Uprobes::new();
+//! let consumer = Consumer::new().on_entry(|regs, hit| {
+//!     let _ = (regs.reg(ruprobes::abi::A0), hit.addr);
+//! });
+//! // Not armed yet: no process runs "/bin/app". `on_exec` arms it later.
+//! let id = UPROBES.register("/bin/app", 0x10074, consumer, None).unwrap();
+//! UPROBES.unregister(id, None).unwrap();
+//! ```ignore
+//!
+//! Module map (after Linux `arch/riscv/kernel/probes/`): [`decode`] classifies instructions,
+//! [`simulate`] computes the simulated and emulated ones, `xol` lays out the out-of-line
+//! page, `uretprobe` keeps return instances, `engine` ties them to the kernel.
+#![no_std]
+#![deny(missing_docs)]
+#![allow(rustdoc::broken_intra_doc_links)]
+
+extern crate alloc;
+
+pub mod decode;
+mod error;
+pub mod regs;
+pub mod simulate;
+mod space;
+
+pub use error::{Error, Fault, Unsupported};
+pub use regs::{abi, TrapContext, UserRegs};
+pub use space::{Pid, Tid, UserSpace};

@@ -1,0 +1,68 @@
+//! User register state, as the kernel's trap frame holds it.
+//!
+//! The engine reads and writes registers through [`UserRegs`], so a kernel hands over its
+//! own trap frame without copying it. [`TrapContext`] is the rCore-Tutorial-v3 trap frame
+//! (the `trap_context_riscv` layout) with the trait already implemented.
+
+/// Access to the user registers of a trapped thread.
+///
+/// `reg(0)` always reads 0 and `set_reg(0, _)` is ignored, as on the hardware. Register
+/// numbers above 31 read 0 and are ignored on write: the trait never panics.
+pub trait UserRegs {
+    /// The user program counter (`sepc`).
+    fn pc(&self) -> usize;
+    /// Sets the user program counter.
+    fn set_pc(&mut self, pc: usize);
+    /// Reads integer register `x{n}`.
+    fn reg(&self, n: usize) -> usize;
+    /// Writes integer register `x{n}`.
+    fn set_reg(&mut self, n: usize, value: usize);
+}
+
+/// ABI register numbers used by the engine.
+pub mod abi {
+    /// Return address.
+    pub const RA: usize = 1;
+    /// Stack pointer.
+    pub const SP: usize = 2;
+    /// First argument and return value.
+    pub const A0: usize = 10;
+}
+
+/// The rCore-Tutorial-v3 trap frame, field for field (`#[repr(C)]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapContext {
+    /// General purpose registers x0..x31.
+    pub x: [usize; 32],
+    /// Saved `sstatus`.
+    pub sstatus: usize,
+    /// Saved `sepc`: the user pc.
+    pub sepc: usize,
+    /// Kernel page table token.
+    pub kernel_satp: usize,
+    /// Kernel stack pointer of this thread.
+    pub kernel_sp: usize,
+    /// Address of the kernel's trap handler.
+    pub trap_handler: usize,
+}
+
+impl UserRegs for TrapContext {
+    fn pc(&self) -> usize {
+        self.sepc
+    }
+    fn set_pc(&mut self, pc: usize) {
+        self.sepc = pc;
+    }
+    fn reg(&self, n: usize) -> usize {
+        match n {
+            1..=31 => self.x[n],
+            _ => 0,
+        }
+    }
+    fn set_reg(&mut self, n: usize, value: usize) {
+        if let 1..=31 = n {
+            self.x[n] = value;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! ruprobes-sim: a RISC-V user-mode machine that runs real programs under ruprobes.

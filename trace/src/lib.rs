@@ -1,0 +1,163 @@
+//! What the simulator and the QEMU test kernel agree on, byte for byte: the probe spec
+//! syntax, the trace events with their one stable text form, and the scenario list.
+//!
+//! `no_std` and allocation-free so that the test kernel links it as it is.
+#![no_std]
+
+mod scenario;
+mod spec;
+
+pub use scenario::{Scenario, SCENARIOS};
+pub use spec::{ProbeKind, ProbeSpec, SpecError, Target};
+
+use core::fmt;
+
+/// The SIGTRAP number, reported for a breakpoint that no probe owns.
+pub const SIGTRAP: i32 = 5;
+/// The SIGSEGV number, reported for an access fault.
+pub const SIGSEGV: i32 = 11;
+/// The SIGILL number, reported for an illegal instruction.
+pub const SIGILL: i32 = 4;
+
+/// A code address with the symbol it falls in, when there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Location<'a> {
+    /// The address.
+    pub addr: u64,
+    /// The enclosing function symbol and the offset into it.
+    pub symbol: Option<(&'a str, u64)>,
+}
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.symbol {
+            Some((name, 0)) => write!(f, "{name}"),
+            Some((name, off)) => write!(f, "{name}+{off:#x}"),
+            None => write!(f, "{:#x}", self.addr),
+        }
+    }
+}
+
+/// One event of a traced run. Its `Display` is the stable text form: one line, no newline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
+pub enum Event<'a> {
+    /// An entry handler ran: the probe at `at` was hit with these argument registers.
+    Hit {
+        /// Process id.
+        pid: u64,
+        /// The probed instruction.
+        at: Location<'a>,
+        /// `a0` and `a1` at the hit.
+        args: [u64; 2],
+    },
+    /// A post handler ran: the probed instruction was executed and `next` is the new pc.
+    Post {
+        /// Process id.
+        pid: u64,
+        /// The probed instruction.
+        at: Location<'a>,
+        /// The pc after the instruction.
+        next: u64,
+    },
+    /// A return handler ran: the probed function returned `value` (a0).
+    Return {
+        /// Process id.
+        pid: u64,
+        /// The probed function.
+        func: Location<'a>,
+        /// `a0` at the return.
+        value: u64,
+    },
+    /// The process made system call number `nr` (named when the kernel knows it).
+    Syscall {
+        /// Process id.
+        pid: u64,
+        /// The call number (a7).
+        nr: u64,
+    },
+    /// The process exited with `code`.
+    Exit {
+        /// Process id.
+        pid: u64,
+        /// The exit code.
+        code: i32,
+    },
+    /// The process was killed by `signal` (e.g. a breakpoint no probe owns: SIGTRAP).
+    Killed {
+        /// Process id.
+        pid: u64,
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+/// The name of a system call of the rCore-Tutorial-v3 numbering.
+pub fn syscall_name(nr: u64) -> Option<&'static str> {
+    Some(match nr {
+        64 => "write",
+        93 => "exit",
+        124 => "yield",
+        169 => "get_time",
+        172 => "getpid",
+        220 => "fork",
+        221 => "exec",
+        260 => "waitpid",
+        _ => return None,
+    })
+}
+
+/// The name of a signal number used in traces.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        SIGILL => "SIGILL",
+        SIGTRAP => "SIGTRAP",
+        SIGSEGV => "SIGSEGV",
+        _ => return None,
+    })
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Event::Hit { pid, at, args } => {
+                write!(f, "pid {pid} hit {at} pc={:#x} a0={:#x} a1={:#x}", at.addr, args[0], args[1])
+            }
+            Event::Post { pid, at, next } => write!(f, "pid {pid} post {at} next={next:#x}"),
+            Event::Return { pid, func, value } => write!(f, "pid {pid} ret {func} a0={value:#x}"),
+            Event::Syscall { pid, nr } => match syscall_name(nr) {
+                Some(name) => write!(f, "pid {pid} syscall {name}"),
+                None => write!(f, "pid {pid} syscall {nr}"),
+            },
+            Event::Exit { pid, code } => write!(f, "pid {pid} exit {code}"),
+            Event::Killed { pid, signal } => match signal_name(signal) {
+                Some(name) => write!(f, "pid {pid} killed {name}"),
+                None => write!(f, "pid {pid} killed {signal}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn text_form_is_stable() {
+        let at = Location { addr: 0x10074, symbol: Some(("fib", 0)) };
+        let e = Event::Hit { pid: 1, at, args: [5, 0] };
+        assert_eq!(e.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
+        let at = Location { addr: 0x1007c, symbol: Some(("main", 8)) };
+        assert_eq!(Event::Post { pid: 2, at, next: 0x10080 }.to_string(), "pid 2 post main+0x8 next=0x10080");
+        let func = Location { addr: 0x10074, symbol: None };
+        assert_eq!(Event::Return { pid: 1, func, value: 8 }.to_string(), "pid 1 ret 0x10074 a0=0x8");
+        assert_eq!(Event::Syscall { pid: 1, nr: 64 }.to_string(), "pid 1 syscall write");
+        assert_eq!(Event::Syscall { pid: 1, nr: 999 }.to_string(), "pid 1 syscall 999");
+        assert_eq!(Event::Exit { pid: 1, code: -1 }.to_string(), "pid 1 exit -1");
+        assert_eq!(Event::Killed { pid: 3, signal: SIGTRAP }.to_string(), "pid 3 killed SIGTRAP");
+    }
+}

@@ -1,0 +1,27 @@
+//! The canonical scenarios: traced by the simulator's snapshot tests and by the QEMU test
+//! kernel, whose outputs must match byte for byte.
+
+/// One fixture run with a set of probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// A stable name (snapshot file name, kernel output marker).
+    pub name: &'static str,
+    /// The fixture program (`fixtures/bin/NAME.elf`).
+    pub fixture: &'static str,
+    /// Probe specs, in registration order. A symbol ending in `*` stands for every
+    /// function symbol with that prefix, in address order.
+    pub probes: &'static [&'static str],
+}
+
+/// Every canonical scenario, in the order the kernel runs them.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "hello_main", fixture: "hello", probes: &["uprobe:main", "uretprobe:main"] },
+    Scenario { name: "fib_entry_return", fixture: "fib", probes: &["uprobe:fib", "uretprobe:fib"] },
+    Scenario { name: "loops_branches", fixture: "loops", probes: &["uprobe:loops_all", "uretprobe:loops_all"] },
+    Scenario { name: "calls_tail", fixture: "calls", probes: &["uprobe:tail_a", "uretprobe:tail_a", "uretprobe:tail_b", "uretprobe:dispatch"] },
+    Scenario { name: "longjmp_cleanup", fixture: "longjmp", probes: &["uretprobe:jump_deep", "uretprobe:do_longjmp_test"] },
+    Scenario { name: "deep_missed", fixture: "deep", probes: &["uretprobe:deep"] },
+    Scenario { name: "trap_self", fixture: "trap_self", probes: &["uprobe:main"] },
+    Scenario { name: "insn_zoo_all", fixture: "insn_zoo", probes: &["uprobe:zoo_*"] },
+    Scenario { name: "forker_parent_child", fixture: "forker", probes: &["uprobe:main", "uprobe:child_work", "uretprobe:child_work"] },
+];
