@@ -59,6 +59,23 @@ pub enum Error {
     UnknownProcess(usize),
 }
 
+impl Error {
+    /// The negative errno a system call would return for this error (Linux numbering).
+    pub fn errno(&self) -> isize {
+        match self {
+            Error::Misaligned(_)
+            | Error::Unsupported { .. }
+            | Error::NotExecutable(_)
+            | Error::Conflict(_) => -22, // EINVAL
+            Error::ReadFault(_) | Error::WriteFault(_) => -14, // EFAULT
+            Error::XolMapFailed => -12,                        // ENOMEM
+            Error::AlreadyRegistered => -17,                   // EEXIST
+            Error::NotRegistered => -2,                        // ENOENT
+            Error::UnknownProcess(_) => -3,                    // ESRCH
+        }
+    }
+}
+
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -11,7 +11,7 @@
 //! original ruprobes crate can use the seed-compatible free functions of the [`seed`] module
 //! instead (feature `seed`).
 //!
-//! ```ignore
+//! ```
 //! use ruprobes::{Consumer, Uprobes};
 //! static UPROBES: Uprobes = Uprobes::new();
 //! let consumer = Consumer::new().on_entry(|regs, hit| {
@@ -20,23 +20,33 @@
 //! // Not armed yet: no process runs "/bin/app". `on_exec` arms it later.
 //! let id = UPROBES.register("/bin/app", 0x10074, consumer, None).unwrap();
 //! UPROBES.unregister(id, None).unwrap();
-//! ```ignore
+//! ```
 //!
 //! Module map (after Linux `arch/riscv/kernel/probes/`): [`decode`] classifies instructions,
 //! [`simulate`] computes the simulated and emulated ones, `xol` lays out the out-of-line
 //! page, `uretprobe` keeps return instances, `engine` ties them to the kernel.
 #![no_std]
 #![deny(missing_docs)]
-#![allow(rustdoc::broken_intra_doc_links)]
 
 extern crate alloc;
 
+pub mod bpf;
 pub mod decode;
+mod engine;
 mod error;
+mod probe;
 pub mod regs;
+#[cfg(feature = "seed")]
+pub mod seed;
 pub mod simulate;
 mod space;
+mod uretprobe;
+mod xol;
 
+pub use engine::{Trap, Uprobes};
 pub use error::{Error, Fault, Unsupported};
+pub use probe::{Consumer, ConsumerId, EntryFn, Hit, ProbeStats, Return, ReturnFn};
 pub use regs::{abi, TrapContext, UserRegs};
 pub use space::{Pid, Tid, UserSpace};
+pub use uretprobe::MAX_RETURN_DEPTH;
+pub use xol::{SLOTS_PER_PAGE, SLOT_SIZE};

@@ -17,6 +17,11 @@ pub trait UserRegs {
     fn reg(&self, n: usize) -> usize;
     /// Writes integer register `x{n}`.
     fn set_reg(&mut self, n: usize, value: usize);
+    /// The frame as a [`TrapContext`], when it is one: lets seed-style handlers, which take
+    /// `&mut TrapContext`, work on the kernel's frame without a copy.
+    fn as_trap_context(&mut self) -> Option<&mut TrapContext> {
+        None
+    }
 }
 
 /// ABI register numbers used by the engine.
@@ -64,5 +69,27 @@ impl UserRegs for TrapContext {
         if let 1..=31 = n {
             self.x[n] = value;
         }
+    }
+    fn as_trap_context(&mut self) -> Option<&mut TrapContext> {
+        Some(self)
+    }
+}
+
+impl TrapContext {
+    /// A frame holding the registers and pc of `regs`.
+    pub fn from_regs(regs: &dyn UserRegs) -> Self {
+        let mut cx = TrapContext { sepc: regs.pc(), ..TrapContext::default() };
+        for n in 1..32 {
+            cx.x[n] = regs.reg(n);
+        }
+        cx
+    }
+
+    /// Copies the registers and pc of this frame into `regs`.
+    pub fn store_into(&self, regs: &mut dyn UserRegs) {
+        for n in 1..32 {
+            regs.set_reg(n, self.x[n]);
+        }
+        regs.set_pc(self.sepc);
     }
 }

@@ -1,0 +1,538 @@
+//! The engine: the probe registry, arming in processes, and the trap path.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
+use crate::error::{Error, Unsupported};
+use crate::probe::{Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, Return};
+use crate::regs::{abi, UserRegs};
+use crate::space::{Pid, Tid, UserSpace};
+use crate::uretprobe::{ReturnInstance, ReturnStack};
+use crate::xol::{Xol, XolSite};
+
+/// What the kernel should do after [`Uprobes::handle_breakpoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Trap {
+    /// The breakpoint was ours; return to user mode with the updated registers.
+    Handled,
+    /// Not a breakpoint of ruprobes (e.g. the program's own `ebreak`): deliver SIGTRAP.
+    NotOurs,
+}
+
+/// A probe armed in one process: the breakpoint is in its memory.
+#[derive(Clone)]
+struct Armed {
+    probe: Arc<Probe>,
+    /// The original instruction the breakpoint replaced.
+    insn: Insn,
+    /// The XOL slot, for instructions stepped out of line.
+    slot: Option<usize>,
+}
+
+#[derive(Clone)]
+struct ThreadState {
+    returns: ReturnStack,
+    /// The probe address whose instruction this thread is stepping in an XOL slot.
+    stepping: Option<usize>,
+}
+
+impl ThreadState {
+    fn new() -> Self {
+        ThreadState { returns: ReturnStack::new(), stepping: None }
+    }
+}
+
+/// Per-process state: which image it runs, what is armed, its XOL area, its threads.
+#[derive(Clone)]
+struct Process {
+    path: String,
+    armed: BTreeMap<usize, Armed>,
+    xol: Xol,
+    threads: BTreeMap<Tid, ThreadState>,
+}
+
+impl Process {
+    fn thread(&mut self, tid: Tid) -> &mut ThreadState {
+        self.threads.entry(tid).or_insert_with(ThreadState::new)
+    }
+}
+
+struct Registry {
+    /// Every probe, by path and address.
+    probes: BTreeMap<String, BTreeMap<usize, Arc<Probe>>>,
+    /// Which probe each consumer belongs to.
+    consumers: BTreeMap<ConsumerId, Arc<Probe>>,
+    procs: BTreeMap<Pid, Process>,
+    next_id: u64,
+}
+
+/// The uprobes engine. Keep one per kernel (in a `static`: [`Uprobes::new`] is `const`).
+///
+/// All state sits behind one spin lock that is never held while a handler runs, so handlers
+/// may register and unregister probes.
+pub struct Uprobes {
+    registry: spin::Mutex<Registry>,
+}
+
+impl Default for Uprobes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The bytes of `insn` as they were in memory.
+fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
+    (insn.raw().to_le_bytes(), insn.len())
+}
+
+/// Reads and decodes the instruction at `addr`, reading the second parcel only when the
+/// first says the instruction has one (the next page may be unmapped).
+fn read_insn(space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
+    let mut bytes = [0u8; 4];
+    space.read(addr, &mut bytes[..2]).map_err(Error::ReadFault)?;
+    let len = decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]]))
+        .ok_or(Error::Unsupported { addr, why: Unsupported::Illegal })?;
+    if len == 4 {
+        space.read(addr + 2, &mut bytes[2..]).map_err(Error::ReadFault)?;
+    }
+    decode::decode(&bytes[..len]).map_err(|why| Error::Unsupported { addr, why })
+}
+
+fn write_breakpoint(space: &mut dyn UserSpace, addr: usize, len: usize) -> Result<(), Error> {
+    let result = if len == 2 {
+        space.write(addr, &C_EBREAK.to_le_bytes())
+    } else {
+        space.write(addr, &EBREAK.to_le_bytes())
+    };
+    result.map_err(Error::WriteFault)?;
+    space.flush_icache(addr, len);
+    Ok(())
+}
+
+fn is_breakpoint_at(space: &mut dyn UserSpace, pc: usize) -> bool {
+    let mut bytes = [0u8; 4];
+    if space.read(pc, &mut bytes[..2]).is_err() {
+        return true; // cannot tell: never re-execute blindly
+    }
+    if u16::from_le_bytes([bytes[0], bytes[1]]) == C_EBREAK {
+        return true;
+    }
+    space.read(pc + 2, &mut bytes[2..]).is_err() || u32::from_le_bytes(bytes) == EBREAK
+}
+
+impl Process {
+    fn new(path: &str) -> Self {
+        Process { path: String::from(path), armed: BTreeMap::new(), xol: Xol::default(), threads: BTreeMap::new() }
+    }
+
+    /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
+    /// nothing has changed in memory or in `self`.
+    fn arm(&mut self, space: &mut dyn UserSpace, probe: &Arc<Probe>, wants_return: bool) -> Result<(), Error> {
+        let addr = probe.addr;
+        if wants_return {
+            self.xol.ensure_trampoline(space)?;
+        }
+        if let Some(armed) = self.armed.get_mut(&addr) {
+            // Already a breakpoint here: keep the recorded original, never re-read it.
+            armed.probe = probe.clone();
+            return Ok(());
+        }
+        if addr % 2 != 0 {
+            return Err(Error::Misaligned(addr));
+        }
+        // A 32-bit instruction armed just before: `addr` is its second half.
+        if self.armed.get(&(addr.wrapping_sub(2))).is_some_and(|a| a.insn.len() == 4) {
+            return Err(Error::Conflict(addr));
+        }
+        if !space.is_executable(addr) {
+            return Err(Error::NotExecutable(addr));
+        }
+        let insn = read_insn(space, addr)?;
+        let slot = match insn.class() {
+            Class::Xol => Some(self.xol.alloc(space, addr, &insn)?),
+            Class::Simulate | Class::Emulate => None,
+        };
+        if let Err(e) = write_breakpoint(space, addr, insn.len()) {
+            if let Some(slot) = slot {
+                self.xol.free(slot);
+            }
+            return Err(e);
+        }
+        self.armed.insert(addr, Armed { probe: probe.clone(), insn, slot });
+        Ok(())
+    }
+
+    /// Restores the original instruction at `addr` and forgets the armed entry.
+    fn disarm(&mut self, space: &mut dyn UserSpace, addr: usize) -> Result<(), Error> {
+        let Some(armed) = self.armed.get(&addr) else {
+            return Ok(());
+        };
+        let (bytes, len) = insn_bytes(&armed.insn);
+        space.write(addr, &bytes[..len]).map_err(Error::WriteFault)?;
+        space.flush_icache(addr, len);
+        if let Some(slot) = armed.slot {
+            if !self.threads.values().any(|t| t.stepping == Some(addr)) {
+                self.xol.free(slot);
+            }
+        }
+        self.armed.remove(&addr);
+        Ok(())
+    }
+}
+
+/// Calls the entry (`post == false`) or post handlers of every consumer.
+fn run_entry_handlers(consumers: &Consumers, regs: &mut dyn UserRegs, hit: &Hit, post: bool) {
+    for (_, consumer) in consumers.iter() {
+        let handler = if post { &consumer.post } else { &consumer.entry };
+        if let Some(handler) = handler {
+            handler(regs, hit);
+        }
+    }
+}
+
+impl Uprobes {
+    /// An engine with no probes and no processes.
+    pub const fn new() -> Self {
+        Uprobes {
+            registry: spin::Mutex::new(Registry {
+                probes: BTreeMap::new(),
+                consumers: BTreeMap::new(),
+                procs: BTreeMap::new(),
+                next_id: 1,
+            }),
+        }
+    }
+
+    /// Adds `consumer` to the probe at (`path`, `addr`), creating the probe if needed.
+    ///
+    /// If `current` is given and runs `path` (as told by [`on_exec`](Self::on_exec)), the
+    /// probe is armed there at once and every error is reported now, with user memory left
+    /// byte-identical. Otherwise the probe waits for the next `exec` of `path`.
+    pub fn register(
+        &self,
+        path: &str,
+        addr: usize,
+        consumer: Consumer,
+        current: Option<&mut dyn UserSpace>,
+    ) -> Result<ConsumerId, Error> {
+        if addr % 2 != 0 {
+            return Err(Error::Misaligned(addr));
+        }
+        let mut reg = self.registry.lock();
+        let existing = reg.probes.get(path).and_then(|m| m.get(&addr)).cloned();
+        let probe = match &existing {
+            Some(probe) => {
+                if probe.consumers().iter().any(|(_, c)| c.same_as(&consumer)) {
+                    return Err(Error::AlreadyRegistered);
+                }
+                probe.clone()
+            }
+            None => Arc::new(Probe::new(path, addr)),
+        };
+        if let Some(space) = current {
+            let pid = space.pid();
+            if let Some(proc) = reg.procs.get_mut(&pid).filter(|p| p.path == path) {
+                proc.arm(space, &probe, consumer.has_return() || probe.wants_return())?;
+            }
+        }
+        let id = ConsumerId(reg.next_id);
+        reg.next_id += 1;
+        let mut list: Vec<(ConsumerId, Consumer)> = probe.consumers().iter().cloned().collect();
+        list.push((id, consumer));
+        probe.set_consumers(list.into());
+        if existing.is_none() {
+            reg.probes.entry(String::from(path)).or_default().insert(addr, probe.clone());
+        }
+        reg.consumers.insert(id, probe);
+        Ok(id)
+    }
+
+    /// Removes a consumer. When it was the probe's last, the probe goes away and the original
+    /// instruction is restored in `current` (other processes restore it at their next hit,
+    /// or at once through [`sync`](Self::sync)).
+    pub fn unregister(&self, id: ConsumerId, current: Option<&mut dyn UserSpace>) -> Result<(), Error> {
+        let mut reg = self.registry.lock();
+        let probe = reg.consumers.remove(&id).ok_or(Error::NotRegistered)?;
+        let list: Vec<(ConsumerId, Consumer)> =
+            probe.consumers().iter().filter(|(cid, _)| *cid != id).cloned().collect();
+        let last = list.is_empty();
+        probe.set_consumers(list.into());
+        if !last {
+            return Ok(());
+        }
+        probe.mark_removed();
+        if let Some(by_addr) = reg.probes.get_mut(&probe.path) {
+            by_addr.remove(&probe.addr);
+            if by_addr.is_empty() {
+                reg.probes.remove(&probe.path);
+            }
+        }
+        if let Some(space) = current {
+            let pid = space.pid();
+            if let Some(proc) = reg.procs.get_mut(&pid) {
+                if proc.armed.get(&probe.addr).is_some_and(|a| Arc::ptr_eq(&a.probe, &probe)) {
+                    proc.disarm(space, probe.addr)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the memory of `space`'s process in line with the registry: arms the probes of
+    /// its path that are not armed yet, restores the instructions of removed probes. Returns
+    /// the first error after trying every probe.
+    pub fn sync(&self, space: &mut dyn UserSpace) -> Result<(), Error> {
+        let mut reg = self.registry.lock();
+        let reg = &mut *reg;
+        let pid = space.pid();
+        let proc = reg.procs.get_mut(&pid).ok_or(Error::UnknownProcess(pid))?;
+        let mut first_error = None;
+        let stale: Vec<usize> = proc
+            .armed
+            .iter()
+            .filter(|(_, a)| a.probe.is_removed())
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in stale {
+            if let Err(e) = proc.disarm(space, addr) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(by_addr) = reg.probes.get(&proc.path) {
+            for probe in by_addr.values() {
+                if let Err(e) = proc.arm(space, probe, probe.wants_return()) {
+                    log::warn!("ruprobes: cannot arm {}:{:#x}: {}", probe.path, probe.addr, e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Call when `space`'s process has loaded a new image from `path` (in `exec`, after the
+    /// image is mapped): forgets the old image's state and arms every probe of `path`. On an
+    /// error the process still runs, with the probes that could be armed.
+    pub fn on_exec(&self, space: &mut dyn UserSpace, path: &str) -> Result<(), Error> {
+        self.registry.lock().procs.insert(space.pid(), Process::new(path));
+        self.sync(space)
+    }
+
+    /// Call when `parent` forked `child` with a copy of its address space (breakpoints and
+    /// XOL pages included). The child's first thread inherits the pending returns of the
+    /// forking thread.
+    pub fn on_fork(&self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
+        let mut reg = self.registry.lock();
+        let Some(parent_state) = reg.procs.get(&parent) else {
+            return;
+        };
+        let mut state = parent_state.clone();
+        let returns = state.threads.remove(&parent_tid).map(|t| t.returns);
+        state.threads.clear();
+        if let Some(returns) = returns {
+            state.threads.insert(child_tid, ThreadState { returns, stepping: None });
+        }
+        reg.procs.insert(child, state);
+    }
+
+    /// Call when a process exits: drops its state.
+    pub fn on_exit(&self, pid: Pid) {
+        self.registry.lock().procs.remove(&pid);
+    }
+
+    /// Call when one thread of a process exits: drops its pending returns.
+    pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
+        if let Some(proc) = self.registry.lock().procs.get_mut(&pid) {
+            proc.threads.remove(&tid);
+        }
+    }
+
+    /// Counters of the probe at (`path`, `addr`), while it is registered.
+    pub fn stats(&self, path: &str, addr: usize) -> Option<ProbeStats> {
+        let reg = self.registry.lock();
+        reg.probes.get(path)?.get(&addr).map(|p| p.stats())
+    }
+
+    /// The trampoline address of a process, once it has one.
+    pub fn trampoline(&self, pid: Pid) -> Option<usize> {
+        self.registry.lock().procs.get(&pid)?.xol.trampoline()
+    }
+
+    /// Call on every user fault other than a breakpoint (page fault, illegal instruction…).
+    /// If the thread faulted while stepping a probed instruction out of line, moves the pc
+    /// back to the probed address (so the fault is reported where the program sees it) and
+    /// returns `true`.
+    pub fn fixup_fault(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> bool {
+        let mut reg = self.registry.lock();
+        let Some(proc) = reg.procs.get_mut(&space.pid()) else {
+            return false;
+        };
+        match proc.xol.site(regs.pc()) {
+            Some(XolSite::Slot { owner, offset: 0, .. }) => {
+                proc.thread(space.tid()).stepping = None;
+                regs.set_pc(owner);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The breakpoint trap of a user thread; `regs.pc()` is the breakpoint's address.
+    ///
+    /// Never panics and never claims a breakpoint it does not own; allocates nothing once
+    /// the thread has trapped here before.
+    pub fn handle_breakpoint(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
+        let pc = regs.pc();
+        let pid = space.pid();
+        let mut reg = self.registry.lock();
+        let Some(proc) = reg.procs.get_mut(&pid) else {
+            return Trap::NotOurs;
+        };
+        if let Some(armed) = proc.armed.get(&pc) {
+            if armed.probe.is_removed() {
+                // Unregistered while armed here: restore lazily and run the original.
+                return match proc.disarm(space, pc) {
+                    Ok(()) => Trap::Handled,
+                    Err(_) => Trap::NotOurs,
+                };
+            }
+            let armed = armed.clone();
+            drop(reg);
+            return self.probe_hit(space, regs, armed);
+        }
+        match proc.xol.site(pc) {
+            Some(XolSite::Trampoline) => {
+                drop(reg);
+                self.trampoline_hit(space, regs)
+            }
+            Some(XolSite::Slot { base, owner, offset }) => {
+                let Some(armed) = proc.armed.get(&owner).cloned() else {
+                    return Trap::NotOurs;
+                };
+                let thread = proc.thread(space.tid());
+                if offset != armed.insn.len() || Some(base) != armed.slot || thread.stepping != Some(owner) {
+                    return Trap::NotOurs;
+                }
+                thread.stepping = None;
+                drop(reg);
+                regs.set_pc(owner + armed.insn.len());
+                let hit = Hit { pid, tid: space.tid(), addr: owner };
+                run_entry_handlers(&armed.probe.consumers(), regs, &hit, true);
+                Trap::Handled
+            }
+            None => {
+                drop(reg);
+                // A probe removed between the trap and the lock leaves the original
+                // instruction behind: run it again. Anything else is not ours.
+                if is_breakpoint_at(space, pc) {
+                    Trap::NotOurs
+                } else {
+                    space.flush_icache(pc, 4);
+                    Trap::Handled
+                }
+            }
+        }
+    }
+
+    fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: Armed) -> Trap {
+        let addr = armed.probe.addr;
+        let (pid, tid) = (space.pid(), space.tid());
+        let hit = Hit { pid, tid, addr };
+        let consumers = armed.probe.consumers();
+        armed.probe.count_hit();
+        run_entry_handlers(&consumers, regs, &hit, false);
+        if regs.pc() != addr {
+            return Trap::Handled; // a handler redirected the thread: skip the instruction
+        }
+        let wants_return = consumers.iter().any(|(_, c)| c.has_return());
+        if wants_return || armed.insn.class() == Class::Xol {
+            let mut reg = self.registry.lock();
+            let Some(proc) = reg.procs.get_mut(&pid) else {
+                return Trap::NotOurs;
+            };
+            if wants_return {
+                let trampoline = proc.xol.trampoline();
+                hijack_return(proc.thread(tid), regs, &armed.probe, trampoline);
+            }
+            if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
+                proc.thread(tid).stepping = Some(addr);
+                regs.set_pc(slot);
+                return Trap::Handled;
+            }
+        }
+        if !armed.insn.execute(regs) {
+            return Trap::NotOurs; // an out-of-line instruction without a slot: cannot happen
+        }
+        run_entry_handlers(&consumers, regs, &hit, true);
+        Trap::Handled
+    }
+
+    fn trampoline_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
+        let (pid, tid) = (space.pid(), space.tid());
+        let mut orig_ra = None;
+        loop {
+            let ri = {
+                let mut reg = self.registry.lock();
+                let Some(thread) = reg.procs.get_mut(&pid).and_then(|p| p.threads.get_mut(&tid)) else {
+                    break;
+                };
+                if orig_ra.is_none() {
+                    thread.returns.drop_dead_frames(regs.reg(abi::SP));
+                }
+                match thread.returns.pop() {
+                    Some(ri) => ri,
+                    None => break,
+                }
+            };
+            orig_ra = Some(ri.orig_ra);
+            ri.probe.count_return();
+            let ret = Return { pid, tid, func: ri.probe.addr, ret_addr: ri.orig_ra };
+            for (_, consumer) in ri.probe.consumers().iter() {
+                if let Some(handler) = &consumer.ret {
+                    handler(regs, &ret);
+                }
+            }
+            if !ri.chained {
+                break;
+            }
+        }
+        match orig_ra {
+            Some(ra) => {
+                regs.set_pc(ra);
+                Trap::Handled
+            }
+            None => Trap::NotOurs, // a jump to the trampoline with no pending return
+        }
+    }
+}
+
+/// Records the return of the call entering at `probe` and points `ra` at the trampoline.
+fn hijack_return(thread: &mut ThreadState, regs: &mut dyn UserRegs, probe: &Arc<Probe>, trampoline: Option<usize>) {
+    let Some(trampoline) = trampoline else {
+        probe.count_missed();
+        return;
+    };
+    let sp = regs.reg(abi::SP);
+    thread.returns.drop_dead_frames(sp);
+    if thread.returns.is_full() {
+        probe.count_missed();
+        return;
+    }
+    let ra = regs.reg(abi::RA);
+    let (orig_ra, chained) = if ra == trampoline {
+        match thread.returns.top() {
+            Some(top) => (top.orig_ra, true),
+            None => {
+                probe.count_missed();
+                return;
+            }
+        }
+    } else {
+        (ra, false)
+    };
+    thread.returns.push(ReturnInstance { probe: probe.clone(), orig_ra, sp, chained });
+    regs.set_reg(abi::RA, trampoline);
+}

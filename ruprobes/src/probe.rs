@@ -1,0 +1,189 @@
+//! Probes and their consumers: what a user registers, and what the engine counts.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::regs::UserRegs;
+use crate::space::{Pid, Tid};
+
+/// What an entry or post handler learns about the hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// The process that hit the probe.
+    pub pid: Pid,
+    /// The thread that hit the probe.
+    pub tid: Tid,
+    /// The probed address.
+    pub addr: usize,
+}
+
+/// What a return handler learns about the return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Return {
+    /// The process.
+    pub pid: Pid,
+    /// The thread whose call returned.
+    pub tid: Tid,
+    /// The probed function (the probe address).
+    pub func: usize,
+    /// Where the function returns to (the caller's original `ra`).
+    pub ret_addr: usize,
+}
+
+/// An entry or post handler. It may change registers; an entry handler that changes the pc
+/// makes the engine skip the probed instruction (and the return probe of this call).
+pub type EntryFn = dyn Fn(&mut dyn UserRegs, &Hit) + Send + Sync;
+/// A return handler: runs when the probed function returns, with `a0` = the return value.
+pub type ReturnFn = dyn Fn(&mut dyn UserRegs, &Return) + Send + Sync;
+
+/// One user of a probe: up to three handlers. Build with [`Consumer::new`] and the `on_*`
+/// methods.
+#[derive(Clone, Default)]
+pub struct Consumer {
+    pub(crate) entry: Option<Arc<EntryFn>>,
+    pub(crate) post: Option<Arc<EntryFn>>,
+    pub(crate) ret: Option<Arc<ReturnFn>>,
+}
+
+impl Consumer {
+    /// A consumer with no handlers (it still counts hits).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` when the probed instruction is hit, before it executes.
+    pub fn on_entry(mut self, f: impl Fn(&mut dyn UserRegs, &Hit) + Send + Sync + 'static) -> Self {
+        self.entry = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` after the probed instruction executed (the pc is the next instruction).
+    pub fn on_post(mut self, f: impl Fn(&mut dyn UserRegs, &Hit) + Send + Sync + 'static) -> Self {
+        self.post = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` when the function whose first instruction is probed returns (uretprobe).
+    pub fn on_return(
+        mut self,
+        f: impl Fn(&mut dyn UserRegs, &Return) + Send + Sync + 'static,
+    ) -> Self {
+        self.ret = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether this consumer wants the function's return.
+    pub fn has_return(&self) -> bool {
+        self.ret.is_some()
+    }
+
+    /// The same handlers (not merely equal ones) as `other`.
+    pub(crate) fn same_as(&self, other: &Consumer) -> bool {
+        fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        let any = self.entry.is_some() || self.post.is_some() || self.ret.is_some();
+        any && same(&self.entry, &other.entry)
+            && same(&self.post, &other.post)
+            && same(&self.ret, &other.ret)
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("entry", &self.entry.is_some())
+            .field("post", &self.post.is_some())
+            .field("ret", &self.ret.is_some())
+            .finish()
+    }
+}
+
+/// The handle of one registered consumer, for [`Uprobes::unregister`](crate::Uprobes::unregister).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsumerId(pub(crate) u64);
+
+/// Counters of one probe (all consumers together).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Times the probed instruction was hit.
+    pub hits: u64,
+    /// Times a return handler chain ran.
+    pub returns: u64,
+    /// Returns not hijacked because the thread already had
+    /// [`MAX_RETURN_DEPTH`](crate::MAX_RETURN_DEPTH) pending return instances.
+    pub missed: u64,
+}
+
+/// The consumers of one probe, replaced as a whole on change so that the trap path takes a
+/// snapshot with one reference-count increment.
+pub(crate) type Consumers = Arc<[(ConsumerId, Consumer)]>;
+
+/// A probe: one (path, address) with its consumers and counters.
+pub(crate) struct Probe {
+    pub path: String,
+    pub addr: usize,
+    consumers: spin::Mutex<Consumers>,
+    hits: AtomicU64,
+    returns: AtomicU64,
+    missed: AtomicU64,
+    /// Set when the last consumer left; processes still armed restore lazily.
+    removed: AtomicBool,
+}
+
+impl Probe {
+    pub fn new(path: &str, addr: usize) -> Self {
+        Probe {
+            path: String::from(path),
+            addr,
+            consumers: spin::Mutex::new(Arc::from([])),
+            hits: AtomicU64::new(0),
+            returns: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn consumers(&self) -> Consumers {
+        self.consumers.lock().clone()
+    }
+
+    pub fn set_consumers(&self, list: Consumers) {
+        *self.consumers.lock() = list;
+    }
+
+    pub fn wants_return(&self) -> bool {
+        self.consumers().iter().any(|(_, c)| c.has_return())
+    }
+
+    pub fn count_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_return(&self) {
+        self.returns.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_missed(&self) {
+        self.missed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> ProbeStats {
+        ProbeStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            returns: self.returns.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
+        }
+    }
+}

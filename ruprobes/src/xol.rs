@@ -1,0 +1,125 @@
+//! The out-of-line execution (XOL) area of one process: user pages of 8-byte slots.
+//!
+//! Slot 0 of the first page is the return trampoline (a breakpoint). Every other slot holds
+//! one probed instruction followed by a breakpoint; the slot is written once when the probe
+//! is armed, so any number of threads can step through it at the same time.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::decode::{Insn, EBREAK};
+use crate::error::Error;
+use crate::space::UserSpace;
+
+/// Bytes per slot: a 16- or 32-bit instruction and a 32-bit `ebreak`.
+pub const SLOT_SIZE: usize = 8;
+/// Size of one XOL page.
+pub const PAGE_SIZE: usize = 4096;
+/// Probe slots per page (slot 0 is reserved: the trampoline on the first page).
+pub const SLOTS_PER_PAGE: usize = PAGE_SIZE / SLOT_SIZE - 1;
+
+#[derive(Clone)]
+struct Page {
+    base: usize,
+    /// The probe address each slot steps for; `None` when free.
+    owner: Box<[Option<usize>; PAGE_SIZE / SLOT_SIZE]>,
+}
+
+/// Where a pc falls in the XOL area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum XolSite {
+    /// The return trampoline.
+    Trampoline,
+    /// Inside the slot of the probe at `owner`; `offset` bytes into it.
+    Slot { base: usize, owner: usize, offset: usize },
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Xol {
+    pages: Vec<Page>,
+    free: Vec<usize>,
+}
+
+impl Xol {
+    /// The trampoline address, once the first page exists.
+    pub fn trampoline(&self) -> Option<usize> {
+        self.pages.first().map(|p| p.base)
+    }
+
+    /// Maps the first page (with its trampoline) if there is none yet.
+    pub fn ensure_trampoline(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
+        match self.trampoline() {
+            Some(t) => Ok(t),
+            None => self.add_page(space),
+        }
+    }
+
+    fn add_page(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
+        let base = space.map_xol_page().map_err(|_| Error::XolMapFailed)?;
+        if base % PAGE_SIZE != 0 {
+            return Err(Error::XolMapFailed);
+        }
+        if self.pages.is_empty() {
+            space.write(base, &EBREAK.to_le_bytes()).map_err(Error::WriteFault)?;
+            space.flush_icache(base, SLOT_SIZE);
+        }
+        self.pages.push(Page { base, owner: Box::new([None; PAGE_SIZE / SLOT_SIZE]) });
+        self.free.extend((1..PAGE_SIZE / SLOT_SIZE).rev().map(|i| base + i * SLOT_SIZE));
+        Ok(base)
+    }
+
+    /// Takes a slot for the probe at `owner`, writes `insn` and a breakpoint into it.
+    pub fn alloc(&mut self, space: &mut dyn UserSpace, owner: usize, insn: &Insn) -> Result<usize, Error> {
+        self.ensure_trampoline(space)?;
+        if self.free.is_empty() {
+            self.add_page(space)?;
+        }
+        let Some(slot) = self.free.pop() else {
+            return Err(Error::XolMapFailed);
+        };
+        let mut bytes = [0u8; SLOT_SIZE];
+        let len = insn.len();
+        bytes[..4].copy_from_slice(&insn.raw().to_le_bytes());
+        bytes[len..len + 4].copy_from_slice(&EBREAK.to_le_bytes());
+        if let Err(fault) = space.write(slot, &bytes[..len + 4]) {
+            self.free.push(slot);
+            return Err(Error::WriteFault(fault));
+        }
+        space.flush_icache(slot, SLOT_SIZE);
+        if let Some(entry) = self.owner_mut(slot) {
+            *entry = Some(owner);
+        }
+        Ok(slot)
+    }
+
+    /// Returns a slot to the free list. The bytes stay: a thread still stepping there
+    /// finishes first, because callers free only slots no thread is stepping in.
+    pub fn free(&mut self, slot: usize) {
+        if let Some(entry) = self.owner_mut(slot) {
+            if entry.take().is_some() {
+                self.free.push(slot);
+            }
+        }
+    }
+
+    fn owner_mut(&mut self, slot: usize) -> Option<&mut Option<usize>> {
+        let page = self.pages.iter_mut().find(|p| (p.base..p.base + PAGE_SIZE).contains(&slot))?;
+        page.owner.get_mut((slot - page.base) / SLOT_SIZE)
+    }
+
+    /// Classifies `pc` if it lies in the XOL area.
+    pub fn site(&self, pc: usize) -> Option<XolSite> {
+        let (index, page) = self
+            .pages
+            .iter()
+            .enumerate()
+            .find(|(_, p)| (p.base..p.base + PAGE_SIZE).contains(&pc))?;
+        let offset = pc - page.base;
+        let slot = offset / SLOT_SIZE;
+        if index == 0 && offset == 0 {
+            return Some(XolSite::Trampoline);
+        }
+        let owner = (*page.owner.get(slot)?)?;
+        Some(XolSite::Slot { base: page.base + slot * SLOT_SIZE, owner, offset: offset % SLOT_SIZE })
+    }
+}
