@@ -576,3 +576,871 @@ fn decode_c_jump_move(raw: u32, rd: u8, rs2: u8) -> Result<Op, Unsupported> {
         (true, _, _) => Ok(alu_reg(Alu::Add, rd, rd, rs2)), // c.add (rd = 0: hint)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Decoder tests, plus the instruction encoders and the register file that the
+    //! simulator tests share.
+
+    use super::*;
+    use crate::regs::UserRegs;
+
+    // ----- hand encoders for the 32-bit formats -----
+
+    /// R-type.
+    pub(crate) fn r(opcode: u32, rd: u32, funct3: u32, rs1: u32, rs2: u32, funct7: u32) -> u32 {
+        funct7 << 25 | rs2 << 20 | rs1 << 15 | funct3 << 12 | rd << 7 | opcode
+    }
+    /// I-type (imm is 12-bit signed).
+    pub(crate) fn i(opcode: u32, rd: u32, funct3: u32, rs1: u32, imm: i32) -> u32 {
+        (imm as u32 & 0xfff) << 20 | rs1 << 15 | funct3 << 12 | rd << 7 | opcode
+    }
+    /// S-type.
+    pub(crate) fn s(opcode: u32, funct3: u32, rs1: u32, rs2: u32, imm: i32) -> u32 {
+        let imm = imm as u32;
+        (imm >> 5 & 0x7f) << 25 | rs2 << 20 | rs1 << 15 | funct3 << 12 | (imm & 0x1f) << 7 | opcode
+    }
+    /// B-type (conditional branch, opcode 0x63).
+    pub(crate) fn b(funct3: u32, rs1: u32, rs2: u32, offset: i32) -> u32 {
+        let o = offset as u32;
+        (o >> 12 & 1) << 31
+            | (o >> 5 & 0x3f) << 25
+            | rs2 << 20
+            | rs1 << 15
+            | funct3 << 12
+            | (o >> 1 & 0xf) << 8
+            | (o >> 11 & 1) << 7
+            | 0x63
+    }
+    /// U-type: `imm20` is the 20-bit upper immediate as written in assembly.
+    pub(crate) fn u(opcode: u32, rd: u32, imm20: u32) -> u32 {
+        (imm20 & 0xfffff) << 12 | rd << 7 | opcode
+    }
+    /// J-type (jal).
+    pub(crate) fn j(rd: u32, offset: i32) -> u32 {
+        let o = offset as u32;
+        (o >> 20 & 1) << 31
+            | (o >> 1 & 0x3ff) << 21
+            | (o >> 11 & 1) << 20
+            | (o >> 12 & 0xff) << 12
+            | rd << 7
+            | 0x6f
+    }
+
+    pub(crate) const OP_IMM: u32 = 0x13;
+    pub(crate) const OP_IMM_32: u32 = 0x1b;
+    pub(crate) const OP: u32 = 0x33;
+    pub(crate) const OP_32: u32 = 0x3b;
+    pub(crate) const LUI: u32 = 0x37;
+    pub(crate) const AUIPC: u32 = 0x17;
+    pub(crate) const JALR: u32 = 0x67;
+
+    pub(crate) fn d32(word: u32) -> Result<Insn, Unsupported> {
+        decode(&word.to_le_bytes())
+    }
+    pub(crate) fn d16(parcel: u16) -> Result<Insn, Unsupported> {
+        decode(&parcel.to_le_bytes())
+    }
+
+    /// A register file with the hardware's x0 semantics that also notices any attempt to
+    /// write x0 (the executor must drop those itself).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) struct TestRegs {
+        pub(crate) x: [usize; 32],
+        pub(crate) pc: usize,
+        pub(crate) wrote_x0: bool,
+    }
+
+    impl TestRegs {
+        pub(crate) fn at(pc: usize) -> Self {
+            let mut x = [0; 32];
+            // Distinct, recognisable values so a wrong source register shows.
+            for (n, v) in x.iter_mut().enumerate().skip(1) {
+                *v = 0x1000 * n + n;
+            }
+            TestRegs {
+                x,
+                pc,
+                wrote_x0: false,
+            }
+        }
+    }
+
+    impl UserRegs for TestRegs {
+        fn pc(&self) -> usize {
+            self.pc
+        }
+        fn set_pc(&mut self, pc: usize) {
+            self.pc = pc;
+        }
+        fn reg(&self, n: usize) -> usize {
+            match n {
+                1..=31 => self.x[n],
+                _ => 0,
+            }
+        }
+        fn set_reg(&mut self, n: usize, value: usize) {
+            match n {
+                1..=31 => self.x[n] = value,
+                _ => self.wrote_x0 = true,
+            }
+        }
+    }
+
+    // ----- encoders and byte order -----
+
+    #[test]
+    fn encoders_match_known_encodings() {
+        // Constants from `llvm-mc -show-encoding`.
+        assert_eq!(i(OP_IMM, 2, 0, 2, -16), 0xff01_0113); // addi sp, sp, -16
+        assert_eq!(r(OP, 10, 2, 11, 12, 1), 0x02c5_a533); // mulhsu a0, a1, a2
+        assert_eq!(r(OP_32, 10, 4, 11, 12, 1), 0x02c5_c53b); // divw a0, a1, a2
+        assert_eq!(r(OP_IMM_32, 10, 5, 11, 3, 0x20), 0x4035_d51b); // sraiw a0, a1, 3
+        assert_eq!(j(1, -4), 0xffdf_f0ef); // jal ra, -4
+        assert_eq!(j(0, 1_048_574), 0x7fff_f06f); // j 1048574
+        assert_eq!(j(10, -1_048_576), 0x8000_056f); // jal a0, -1048576
+        assert_eq!(b(0, 10, 11, -4096), 0x80b5_0063); // beq a0, a1, -4096
+        assert_eq!(b(6, 10, 11, 4094), 0x7eb5_6fe3); // bltu a0, a1, 4094
+        assert_eq!(b(5, 5, 6, -2), 0xfe62_dfe3); // bge t0, t1, -2
+        assert_eq!(i(JALR, 1, 0, 10, -1), 0xfff5_00e7); // jalr ra, -1(a0)
+        assert_eq!(i(JALR, 0, 0, 1, 2047), 0x7ff0_8067); // jr 2047(ra)
+        assert_eq!(u(AUIPC, 10, 0xfffff), 0xffff_f517); // auipc a0, 0xfffff
+        assert_eq!(u(LUI, 10, 0x80000), 0x8000_0537); // lui a0, 0x80000
+        assert_eq!(s(0x23, 2, 11, 10, -2048), 0x80a5_a023); // sw a0, -2048(a1)
+        assert_eq!(i(0x03, 10, 3, 8, -8), 0xff84_3503); // ld a0, -8(s0)
+    }
+
+    /// Regression (original): instruction bytes were assembled big-endian.
+    #[test]
+    fn bytes_are_little_endian() {
+        let insn = decode(&[0x13, 0x01, 0x01, 0xff]).unwrap(); // addi sp, sp, -16
+        assert_eq!(insn.raw(), 0xff01_0113);
+        assert_eq!(insn.len(), 4);
+        assert_eq!(
+            insn.op(),
+            Op::Alu {
+                alu: Alu::Add,
+                rd: 2,
+                rs1: 2,
+                rhs: Rhs::Imm(-16)
+            }
+        );
+        // The same bytes read big-endian would start with 0xff: a 48-bit+ encoding.
+        assert_eq!(decode(&[0xff, 0x01, 0x01, 0x13]), Err(Illegal));
+        let c = decode(&[0x41, 0x11]).unwrap(); // c.addi sp, -16 = 0x1141
+        assert_eq!((c.raw(), c.len(), c.class()), (0x1141, 2, Class::Emulate));
+    }
+
+    /// Regression (original): a 4-byte instruction was copied from a 2-byte buffer.
+    #[test]
+    fn truncated_input_is_illegal() {
+        assert_eq!(decode(&[]), Err(Illegal));
+        assert_eq!(decode(&[0x01]), Err(Illegal));
+        assert_eq!(decode(&[0x13, 0x01]), Err(Illegal)); // first half of addi sp, sp, -16
+        assert_eq!(decode(&[0x13, 0x01, 0x01]), Err(Illegal));
+        // Extra trailing bytes are ignored.
+        assert_eq!(decode(&[0x01, 0x00, 0xff, 0xff]).unwrap().len(), 2);
+        assert_eq!(decode(&[0x13, 0, 0, 0, 0xff]).unwrap().raw(), 0x13);
+    }
+
+    #[test]
+    fn lengths() {
+        assert_eq!(insn_len(0x0001), Some(2));
+        assert_eq!(insn_len(0x0002), Some(2));
+        assert_eq!(insn_len(0x8082), Some(2));
+        assert_eq!(insn_len(0x0013), Some(4));
+        assert_eq!(insn_len(0x0073), Some(4));
+        assert_eq!(insn_len(0x001f), None); // 48-bit
+        assert_eq!(insn_len(0x003f), None); // 64-bit
+        assert_eq!(insn_len(0x007f), None); // 80-bit+
+        assert_eq!(insn_len(EBREAK as u16), Some(4));
+        assert_eq!(insn_len(C_EBREAK), Some(2));
+        assert_eq!(decode(&[0x1f, 0, 0, 0, 0, 0]), Err(Illegal));
+    }
+
+    // ----- classification table (DESIGN §3.3, one block per row) -----
+
+    fn class32(word: u32) -> Result<Class, Unsupported> {
+        d32(word).map(|i| i.class())
+    }
+    fn class16(parcel: u16) -> Result<Class, Unsupported> {
+        d16(parcel).map(|i| i.class())
+    }
+
+    #[test]
+    fn rejected_instructions() {
+        use Unsupported::*;
+        let cases: &[(u32, Unsupported, &str)] = &[
+            (0x0000_0073, System, "ecall"),
+            (EBREAK, System, "ebreak"),
+            (0x1050_0073, System, "wfi"),
+            (0x3020_0073, System, "mret"),
+            (0x1020_0073, System, "sret"),
+            (0x1200_0073, System, "sfence.vma"),
+            (0x6000_4073, System, "hlv.b (SYSTEM funct3 4)"),
+            (0xc000_2573, Csr, "rdcycle a0"),
+            (0x1005_1073, Csr, "csrw sstatus, a0"),
+            (0x0020_2573, Csr, "frrm a0"),
+            (0x0000_5073, Csr, "csrrwi x0, 0, 0"),
+            (0x0000_100f, FenceI, "fence.i"),
+            (0x0015_200f, CacheBlock, "cbo.clean (a0)"),
+            (0x0045_200f, CacheBlock, "cbo.zero (a0)"),
+            (0x1005_a52f, LoadReserved, "lr.w a0, (a1)"),
+            (0x1005_b52f, LoadReserved, "lr.d a0, (a1)"),
+            (0x18b6_352f, LoadReserved, "sc.d a0, a1, (a2)"),
+            (0x18b6_252f, LoadReserved, "sc.w a0, a1, (a2)"),
+            (0x0000_0000, Illegal, "all-zero word"),
+            (0xffff_ffff, Illegal, "all-ones word"),
+            (0x0000_001f, Illegal, "48-bit"),
+            (0x0000_003f, Illegal, "64-bit"),
+            (0x0000_007f, Illegal, "80-bit+"),
+            (0x0000_000b, Illegal, "custom-0"),
+            (0x0000_0057, Illegal, "OP-V"),
+            (0x0000_1067, Illegal, "jalr funct3 1"),
+            (b(2, 1, 2, 8), Illegal, "branch funct3 2"),
+            (b(3, 1, 2, 8), Illegal, "branch funct3 3"),
+            (0x0000_7003, Illegal, "load funct3 7 (ldu is RV128)"),
+            (0x0000_4023, Illegal, "store funct3 4 (sq is RV128)"),
+            (r(OP_IMM, 1, 1, 1, 0, 0x20), Illegal, "slli funct6 0x10"),
+            (r(OP_IMM, 1, 5, 1, 0, 0x30), Illegal, "srai funct6 0x18"),
+            (r(OP_IMM_32, 1, 1, 1, 0, 1), Illegal, "slliw shamt[5]"),
+            (r(OP_IMM_32, 1, 5, 1, 0, 1), Illegal, "srliw shamt[5]"),
+            (r(OP_IMM_32, 1, 2, 1, 0, 0), Illegal, "OP-IMM-32 funct3 2"),
+            (r(OP, 1, 0, 1, 2, 0x40), Illegal, "OP funct7 0x40"),
+            (r(OP, 1, 1, 1, 2, 0x20), Illegal, "sll with funct7 0x20"),
+            (r(OP_32, 1, 2, 1, 2, 0), Illegal, "OP-32 funct3 2"),
+            (r(OP_32, 1, 1, 1, 2, 1), Illegal, "mulhw: no such op"),
+            (r(OP_32, 1, 4, 1, 2, 0), Illegal, "xorw: no such op"),
+            (0x0000_300f, Illegal, "MISC-MEM funct3 3"),
+            (0x0000_050f, Illegal, "fence with rd != 0"),
+            (0x4000_000f, Illegal, "fence with reserved fm"),
+            (r(0x2f, 1, 2, 2, 3, 0x02 << 2), Illegal, "lr.w rs2 != 0"),
+            (r(0x2f, 1, 2, 2, 3, 0x14), Illegal, "amocas.w"),
+            (r(0x2f, 1, 4, 2, 3, 0), Illegal, "amoadd.q (RV128)"),
+            (r(0x2f, 1, 0, 2, 3, 0), Illegal, "amoadd.b (not rv64gc)"),
+            (0x0000_1007, Illegal, "flh (Zfh)"),
+            (0x0000_4007, Illegal, "flq (Q)"),
+            (0x0000_4027, Illegal, "fsq (Q)"),
+            (r(0x43, 10, 0, 11, 12, 0b0110_0010), Illegal, "fmadd.h"),
+            (r(0x43, 10, 5, 11, 12, 0), Illegal, "fmadd.s with rm 5"),
+            (r(0x53, 10, 6, 11, 12, 0), Illegal, "fadd.s with rm 6"),
+            (r(0x53, 10, 0, 11, 12, 0x03), Illegal, "fadd.q (fmt 3)"),
+            (r(0x53, 10, 0, 11, 1, 0x2c), Illegal, "fsqrt.s rs2 != 0"),
+            (r(0x53, 10, 3, 11, 12, 0x10), Illegal, "fsgnj.s funct3 3"),
+            (r(0x53, 10, 2, 11, 12, 0x14), Illegal, "fmin.s funct3 2"),
+            (r(0x53, 10, 0, 11, 0, 0x20), Illegal, "fcvt.s.s"),
+            (r(0x53, 10, 3, 11, 12, 0x50), Illegal, "feq.s funct3 3"),
+            (r(0x53, 10, 0, 11, 4, 0x60), Illegal, "fcvt with rs2 4"),
+            (r(0x53, 10, 2, 11, 0, 0x70), Illegal, "fmv.x.w funct3 2"),
+            (r(0x53, 10, 1, 11, 0, 0x78), Illegal, "fmv.w.x funct3 1"),
+            (r(0x53, 10, 0, 11, 12, 0x7c), Illegal, "OP-FP funct7 0x7c"),
+        ];
+        for &(word, why, name) in cases {
+            assert_eq!(class32(word), Err(why), "{name} ({word:#010x})");
+        }
+    }
+
+    /// Regression (original): illegal instructions were armed anyway. Every reserved
+    /// compressed encoding must be refused.
+    #[test]
+    fn rejected_compressed() {
+        use Unsupported::*;
+        let cases: &[(u16, Unsupported, &str)] = &[
+            (0x0000, Illegal, "all-zero parcel"),
+            (0x0004, Illegal, "c.addi4spn with nzuimm 0 (rd' = a1)"),
+            (0x001c, Illegal, "c.addi4spn with nzuimm 0 (rd' = a5)"),
+            (0x8000, Illegal, "quadrant 0 funct3 4 (reserved)"),
+            (
+                0x9c41,
+                Illegal,
+                "quadrant 1 c.subw-group reserved (bits 6:5 = 2)",
+            ),
+            (
+                0x9c61,
+                Illegal,
+                "quadrant 1 c.subw-group reserved (bits 6:5 = 3)",
+            ),
+            (0x2001, Illegal, "c.addiw with rd 0"),
+            (0x6101, Illegal, "c.addi16sp with nzimm 0"),
+            (0x6501, Illegal, "c.lui a0 with nzimm 0"),
+            (0x6001, Illegal, "c.lui x0 with nzimm 0"),
+            (0x8002, Illegal, "c.jr with rs1 0"),
+            (0x4002, Illegal, "c.lwsp with rd 0"),
+            (0x6002, Illegal, "c.ldsp with rd 0"),
+            (0x607e, Illegal, "c.ldsp with rd 0, offset 504"),
+            (C_EBREAK, System, "c.ebreak"),
+        ];
+        for &(parcel, why, name) in cases {
+            assert_eq!(class16(parcel), Err(why), "{name} ({parcel:#06x})");
+        }
+    }
+
+    #[test]
+    fn simulated_instructions() {
+        let cases: &[(u32, &str)] = &[
+            (u(AUIPC, 10, 0xfffff), "auipc"),
+            (j(1, -4), "jal"),
+            (j(0, 2048), "j"),
+            (i(JALR, 1, 0, 10, -1), "jalr"),
+            (0x0000_8067, "ret"),
+            (b(0, 10, 11, 8), "beq"),
+            (b(1, 10, 11, 8), "bne"),
+            (b(4, 10, 11, 8), "blt"),
+            (b(5, 10, 11, 8), "bge"),
+            (b(6, 10, 11, 8), "bltu"),
+            (b(7, 10, 11, 8), "bgeu"),
+        ];
+        for &(word, name) in cases {
+            assert_eq!(class32(word), Ok(Class::Simulate), "{name}");
+        }
+        let compressed: &[(u16, &str)] = &[
+            (0xb001, "c.j -2048"),
+            (0x8502, "c.jr a0"),
+            (0x8082, "c.jr ra (ret)"),
+            (0x9502, "c.jalr a0"),
+            (0x9082, "c.jalr ra"),
+            (0xd101, "c.beqz a0, -256"),
+            (0xe839, "c.bnez s0, 86"),
+        ];
+        for &(parcel, name) in compressed {
+            assert_eq!(class16(parcel), Ok(Class::Simulate), "{name}");
+        }
+    }
+
+    #[test]
+    fn emulated_instructions() {
+        let mut cases: alloc::vec::Vec<(u32, &str)> = alloc::vec![
+            (u(LUI, 10, 0x80000), "lui"),
+            (u(LUI, 0, 1), "lui x0 (hint)"),
+            (i(OP_IMM, 0, 0, 0, 0), "nop"),
+            (i(OP_IMM, 0, 0, 5, 7), "addi x0 (hint)"),
+            (i(OP_IMM_32, 10, 0, 10, 0), "sext.w"),
+            (r(OP_IMM, 10, 1, 11, 31, 1), "slli 63"),
+            (r(OP_IMM, 10, 5, 11, 31, 1), "srli 63"),
+            (r(OP_IMM, 10, 5, 11, 31, 0x21), "srai 63"),
+            (r(OP_IMM_32, 10, 1, 11, 31, 0), "slliw 31"),
+            (r(OP_IMM_32, 10, 5, 11, 31, 0), "srliw 31"),
+            (r(OP_IMM_32, 10, 5, 11, 31, 0x20), "sraiw 31"),
+        ];
+        for f3 in [0, 2, 3, 4, 6, 7] {
+            cases.push((i(OP_IMM, 10, f3, 11, -1), "OP-IMM"));
+        }
+        for (f7, f3s) in [
+            (0, &[0, 1, 2, 3, 4, 5, 6, 7][..]),
+            (0x20, &[0, 5][..]),
+            (1, &[0, 1, 2, 3, 4, 5, 6, 7][..]),
+        ] {
+            for &f3 in f3s {
+                cases.push((r(OP, 10, f3, 11, 12, f7), "OP"));
+            }
+        }
+        for (f7, f3s) in [
+            (0, &[0, 1, 5][..]),
+            (0x20, &[0, 5][..]),
+            (1, &[0, 4, 5, 6, 7][..]),
+        ] {
+            for &f3 in f3s {
+                cases.push((r(OP_32, 10, f3, 11, 12, f7), "OP-32"));
+            }
+        }
+        for (word, name) in cases {
+            assert_eq!(class32(word), Ok(Class::Emulate), "{name} ({word:#010x})");
+        }
+        let compressed: &[(u16, &str)] = &[
+            (0x0001, "c.nop"),
+            (0x0005, "c.nop 1 (hint)"),
+            (0x1501, "c.addi a0, -32"),
+            (0x0501, "c.addi a0, 0 (hint)"),
+            (0x357d, "c.addiw a0, -1"),
+            (0x2501, "c.addiw a0, 0 (sext.w)"),
+            (0x7101, "c.addi16sp -512"),
+            (0x717d, "c.addi16sp -16"),
+            (0x0800, "c.addi4spn s0, sp, 16"),
+            (0x1fe8, "c.addi4spn a0, sp, 1020"),
+            (0x5501, "c.li a0, -32"),
+            (0x4001, "c.li x0 (hint)"),
+            (0x7501, "c.lui a0, 0xfffe0"),
+            (0x6005, "c.lui x0, 1 (hint)"),
+            (0x852e, "c.mv a0, a1"),
+            (0x800e, "c.mv x0, gp (hint)"),
+            (0x952e, "c.add a0, a1"),
+            (0x900e, "c.add x0, gp (hint)"),
+            (0x917d, "c.srli a0, 63"),
+            (0x8101, "c.srli a0, 0 (hint)"),
+            (0x9781, "c.srai a5, 32"),
+            (0x997d, "c.andi a0, -1"),
+            (0x157e, "c.slli a0, 63"),
+            (0x0002, "c.slli x0, 0 (hint)"),
+            (0x8d0d, "c.sub"),
+            (0x8c25, "c.xor"),
+            (0x8f5d, "c.or"),
+            (0x8e75, "c.and"),
+            (0x9d1d, "c.subw"),
+            (0x9ca9, "c.addw"),
+        ];
+        for &(parcel, name) in compressed {
+            assert_eq!(
+                class16(parcel),
+                Ok(Class::Emulate),
+                "{name} ({parcel:#06x})"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_line_instructions() {
+        let mut cases: alloc::vec::Vec<(u32, &str)> = alloc::vec![
+            (0xff84_3503, "ld a0, -8(s0)"),
+            (0x80a5_a023, "sw a0, -2048(a1)"),
+            (s(0x23, 3, 2, 1, 8), "sd ra, 8(sp)"),
+            (0x00b6_252f, "amoadd.w"),
+            (0xe4b6_352f, "amomaxu.d.aq"),
+            (0x0330_000f, "fence rw, rw"),
+            (0x8330_000f, "fence.tso"),
+            (0x0100_000f, "pause"),
+            (0x0045_2507, "flw fa0, 4(a0)"),
+            (0x00a1_3427, "fsd fa0, 8(sp)"),
+            (0x02c5_f553, "fadd.d dyn"),
+            (0x5805_f553, "fsqrt.s"),
+            (0xe205_0553, "fmv.x.d"),
+            (0x4205_8553, "fcvt.d.s"),
+            (0x4015_f553, "fcvt.s.d"),
+            (0xe205_9553, "fclass.d"),
+            (0x6ac5_f543, "fmadd.d"),
+            (0xc225_1553, "fcvt.l.d rtz"),
+        ];
+        for f3 in 0..=6 {
+            cases.push((i(0x03, 10, f3, 11, 0), "load"));
+        }
+        for f3 in 0..=3 {
+            cases.push((s(0x23, f3, 11, 10, 0), "store"));
+        }
+        for funct5 in [0x00, 0x01, 0x04, 0x08, 0x0c, 0x10, 0x14, 0x18, 0x1c] {
+            for width in [2, 3] {
+                cases.push((r(0x2f, 10, width, 11, 12, funct5 << 2 | 3), "amo"));
+            }
+        }
+        for (word, name) in cases {
+            assert_eq!(class32(word), Ok(Class::Xol), "{name} ({word:#010x})");
+        }
+        let compressed: &[(u16, &str)] = &[
+            (0x5fe8, "c.lw a0, 124(a5)"),
+            (0x7fe8, "c.ld a0, 248(a5)"),
+            (0xc008, "c.sw a0, 0(s0)"),
+            (0xe48c, "c.sd a1, 8(s1)"),
+            (0x2508, "c.fld fa0, 8(a0)"),
+            (0xbdec, "c.fsd fa1, 248(a1)"),
+            (0x557e, "c.lwsp a0, 252(sp)"),
+            (0x70fe, "c.ldsp ra, 504(sp)"),
+            (0xc02a, "c.swsp a0, 0(sp)"),
+            (0xe406, "c.sdsp ra, 8(sp)"),
+            (0x2542, "c.fldsp fa0, 16(sp)"),
+            (0xa022, "c.fsdsp fs0, 0(sp)"),
+        ];
+        for &(parcel, name) in compressed {
+            assert_eq!(class16(parcel), Ok(Class::Xol), "{name} ({parcel:#06x})");
+        }
+    }
+
+    // ----- exact decoding of the regressions and the compressed expansions -----
+
+    /// Regression (original): `blt` was missing and `bltu` listed twice.
+    #[test]
+    fn every_branch_kind_decodes_to_its_own_condition() {
+        let expect = [
+            (0, Cond::Eq),
+            (1, Cond::Ne),
+            (4, Cond::Lt),
+            (5, Cond::Ge),
+            (6, Cond::Ltu),
+            (7, Cond::Geu),
+        ];
+        for (funct3, cond) in expect {
+            assert_eq!(
+                d32(b(funct3, 10, 11, -4096)).unwrap().op(),
+                Op::Branch {
+                    cond,
+                    rs1: 10,
+                    rs2: 11,
+                    offset: -4096
+                }
+            );
+        }
+    }
+
+    /// Regression (original): `jal`/`jalr` were neither rejected nor simulated.
+    #[test]
+    fn jal_and_jalr_are_simulated() {
+        assert_eq!(d32(j(1, -4)).unwrap().op(), Op::Jal { rd: 1, offset: -4 });
+        assert_eq!(
+            d32(j(10, -1_048_576)).unwrap().op(),
+            Op::Jal {
+                rd: 10,
+                offset: -1_048_576
+            }
+        );
+        assert_eq!(
+            d32(i(JALR, 1, 0, 10, -1)).unwrap().op(),
+            Op::Jalr {
+                rd: 1,
+                rs1: 10,
+                offset: -1
+            }
+        );
+    }
+
+    /// Regression (original): `c.addi4spn` was treated as an sp adjustment. It writes
+    /// `rd' = sp + nzuimm` and leaves sp alone.
+    #[test]
+    fn c_addi4spn_writes_rd_prime() {
+        assert_eq!(
+            d16(0x1fe8).unwrap().op(), // c.addi4spn a0, sp, 1020
+            Op::Alu {
+                alu: Alu::Add,
+                rd: 10,
+                rs1: 2,
+                rhs: Rhs::Imm(1020)
+            }
+        );
+        assert_eq!(
+            d16(0x005c).unwrap().op(), // c.addi4spn a5, sp, 4
+            Op::Alu {
+                alu: Alu::Add,
+                rd: 15,
+                rs1: 2,
+                rhs: Rhs::Imm(4)
+            }
+        );
+    }
+
+    /// Peer regression: `c.addiw` was rejected (on RV64 it is not `c.jal`).
+    #[test]
+    fn c_addiw_is_emulated() {
+        assert_eq!(
+            d16(0x357d).unwrap().op(), // c.addiw a0, -1
+            Op::Alu {
+                alu: Alu::Addw,
+                rd: 10,
+                rs1: 10,
+                rhs: Rhs::Imm(-1)
+            }
+        );
+    }
+
+    /// Peer regression: `c.mv` was decoded as `c.jr`.
+    #[test]
+    fn c_mv_is_not_c_jr() {
+        assert_eq!(
+            d16(0x852e).unwrap().op(), // c.mv a0, a1
+            Op::Alu {
+                alu: Alu::Add,
+                rd: 10,
+                rs1: 0,
+                rhs: Rhs::Reg(11)
+            }
+        );
+        assert_eq!(
+            d16(0x8502).unwrap().op(), // c.jr a0
+            Op::Jalr {
+                rd: 0,
+                rs1: 10,
+                offset: 0
+            }
+        );
+    }
+
+    /// Peer regression: the `c.jalr` mask matched `c.ebreak`.
+    #[test]
+    fn c_jalr_and_c_ebreak_are_told_apart() {
+        assert_eq!(d16(C_EBREAK), Err(Unsupported::System));
+        for rs1 in 1..32u16 {
+            assert_eq!(
+                d16(0x9002 | rs1 << 7).unwrap().op(),
+                Op::Jalr {
+                    rd: 1,
+                    rs1: rs1 as u8,
+                    offset: 0
+                },
+                "c.jalr x{rs1}"
+            );
+        }
+        // c.add has the same top bits but rs2 != 0.
+        assert_eq!(d16(0x952e).unwrap().class(), Class::Emulate);
+    }
+
+    #[test]
+    fn compressed_expansions() {
+        let add_imm = |rd, rs1, imm| Op::Alu {
+            alu: Alu::Add,
+            rd,
+            rs1,
+            rhs: Rhs::Imm(imm),
+        };
+        let cases: &[(u16, Op)] = &[
+            (
+                0xb001,
+                Op::Jal {
+                    rd: 0,
+                    offset: -2048,
+                },
+            ),
+            (
+                0xaffd,
+                Op::Jal {
+                    rd: 0,
+                    offset: 2046,
+                },
+            ),
+            (0xbffd, Op::Jal { rd: 0, offset: -2 }),
+            (0xa46d, Op::Jal { rd: 0, offset: 682 }),
+            (
+                0xd101,
+                Op::Branch {
+                    cond: Cond::Eq,
+                    rs1: 10,
+                    rs2: 0,
+                    offset: -256,
+                },
+            ),
+            (
+                0xccfd,
+                Op::Branch {
+                    cond: Cond::Eq,
+                    rs1: 9,
+                    rs2: 0,
+                    offset: 254,
+                },
+            ),
+            (
+                0xfffd,
+                Op::Branch {
+                    cond: Cond::Ne,
+                    rs1: 15,
+                    rs2: 0,
+                    offset: -2,
+                },
+            ),
+            (
+                0xe839,
+                Op::Branch {
+                    cond: Cond::Ne,
+                    rs1: 8,
+                    rs2: 0,
+                    offset: 86,
+                },
+            ),
+            (0x7101, add_imm(2, 2, -512)),
+            (0x717d, add_imm(2, 2, -16)),
+            (0x617d, add_imm(2, 2, 496)),
+            (0x0800, add_imm(8, 2, 16)),
+            (0x1501, add_imm(10, 10, -32)),
+            (0x057d, add_imm(10, 10, 31)),
+            (0x5501, add_imm(10, 0, -32)),
+            (0x437d, add_imm(6, 0, 31)),
+            (
+                0x7501,
+                Op::Lui {
+                    rd: 10,
+                    imm: -0x20000,
+                },
+            ),
+            (
+                0x64fd,
+                Op::Lui {
+                    rd: 9,
+                    imm: 0x1f000,
+                },
+            ),
+            (
+                0x6505,
+                Op::Lui {
+                    rd: 10,
+                    imm: 0x1000,
+                },
+            ),
+            (
+                0x917d,
+                Op::Alu {
+                    alu: Alu::Srl,
+                    rd: 10,
+                    rs1: 10,
+                    rhs: Rhs::Imm(63),
+                },
+            ),
+            (
+                0x8485,
+                Op::Alu {
+                    alu: Alu::Sra,
+                    rd: 9,
+                    rs1: 9,
+                    rhs: Rhs::Imm(1),
+                },
+            ),
+            (
+                0x8841,
+                Op::Alu {
+                    alu: Alu::And,
+                    rd: 8,
+                    rs1: 8,
+                    rhs: Rhs::Imm(16),
+                },
+            ),
+            (
+                0x157e,
+                Op::Alu {
+                    alu: Alu::Sll,
+                    rd: 10,
+                    rs1: 10,
+                    rhs: Rhs::Imm(63),
+                },
+            ),
+            (
+                0x8d0d,
+                Op::Alu {
+                    alu: Alu::Sub,
+                    rd: 10,
+                    rs1: 10,
+                    rhs: Rhs::Reg(11),
+                },
+            ),
+            (
+                0x9d1d,
+                Op::Alu {
+                    alu: Alu::Subw,
+                    rd: 10,
+                    rs1: 10,
+                    rhs: Rhs::Reg(15),
+                },
+            ),
+            (
+                0x9ca9,
+                Op::Alu {
+                    alu: Alu::Addw,
+                    rd: 9,
+                    rs1: 9,
+                    rhs: Rhs::Reg(10),
+                },
+            ),
+            (
+                0x913e,
+                Op::Alu {
+                    alu: Alu::Add,
+                    rd: 2,
+                    rs1: 2,
+                    rhs: Rhs::Reg(15),
+                },
+            ),
+            (
+                0x808a,
+                Op::Alu {
+                    alu: Alu::Add,
+                    rd: 1,
+                    rs1: 0,
+                    rhs: Rhs::Reg(2),
+                },
+            ),
+        ];
+        for &(parcel, op) in cases {
+            let insn = d16(parcel).unwrap();
+            assert_eq!(insn.op(), op, "{parcel:#06x}");
+            assert_eq!((insn.raw(), insn.len()), (u32::from(parcel), 2));
+        }
+    }
+
+    #[test]
+    fn upper_immediates_and_shift_amounts() {
+        assert_eq!(
+            d32(u(LUI, 10, 0x80000)).unwrap().op(),
+            Op::Lui {
+                rd: 10,
+                imm: -0x8000_0000
+            }
+        );
+        assert_eq!(
+            d32(u(AUIPC, 10, 0xfffff)).unwrap().op(),
+            Op::Auipc { rd: 10, imm: -4096 }
+        );
+        assert_eq!(
+            d32(0x03f5_9513).unwrap().op(), // slli a0, a1, 63
+            Op::Alu {
+                alu: Alu::Sll,
+                rd: 10,
+                rs1: 11,
+                rhs: Rhs::Imm(63)
+            }
+        );
+        assert_eq!(
+            d32(0x43f5_d513).unwrap().op(), // srai a0, a1, 63
+            Op::Alu {
+                alu: Alu::Sra,
+                rd: 10,
+                rs1: 11,
+                rhs: Rhs::Imm(63)
+            }
+        );
+        assert_eq!(
+            d32(0xfff5_b513).unwrap().op(), // sltiu a0, a1, -1
+            Op::Alu {
+                alu: Alu::Sltu,
+                rd: 10,
+                rs1: 11,
+                rhs: Rhs::Imm(-1)
+            }
+        );
+    }
+
+    // ----- whole-space properties -----
+
+    /// Checks what holds for any decodable instruction: its length and raw bits, and that
+    /// `execute` agrees with the class (never panicking).
+    fn check_consistent(bytes: &[u8]) {
+        let Ok(insn) = decode(bytes) else { return };
+        let parcel = u16::from_le_bytes([bytes[0], bytes[1]]);
+        assert_eq!(Some(insn.len()), insn_len(parcel));
+        let mut raw = [0u8; 4];
+        raw[..insn.len()].copy_from_slice(&bytes[..insn.len()]);
+        assert_eq!(insn.raw(), u32::from_le_bytes(raw));
+        for (pc, fill) in [(0x1_0000, 0x5555), (usize::MAX - 1, usize::MAX)] {
+            let mut regs = TestRegs::at(pc);
+            regs.x[1..].iter_mut().for_each(|x| *x ^= fill);
+            let before = regs.clone();
+            let done = insn.execute(&mut regs);
+            assert_eq!(done, insn.class() != Class::Xol, "{:#x}", insn.raw());
+            if !done {
+                assert_eq!(regs, before, "an out-of-line insn must change nothing");
+            }
+            assert!(!regs.wrote_x0, "{:#x} wrote x0", insn.raw());
+        }
+    }
+
+    #[test]
+    fn every_compressed_parcel() {
+        let mut valid = 0;
+        for parcel in 0..=u16::MAX {
+            if parcel & 0b11 == 0b11 {
+                continue;
+            }
+            let bytes = parcel.to_le_bytes();
+            if decode(&bytes).is_ok() {
+                valid += 1;
+            }
+            check_consistent(&bytes);
+        }
+        // Of the 49152 compressed parcels, llvm-mc's disassembler rejects 2377 more; it
+        // additionally accepts the 31 reserved `c.lui rd, 0` code points, `c.unimp` (the
+        // all-zero parcel) and `c.ebreak` (refused here as a system instruction).
+        assert_eq!(valid, 49152 - 2377 - 31 - 1 - 1);
+    }
+
+    #[test]
+    fn a_million_32_bit_words() {
+        // A fixed LCG over the 32-bit space; decode and execute must never panic.
+        let mut word: u32 = 0x1234_5678;
+        for _ in 0..1_000_000 {
+            word = word.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            for w in [word, word | 0b11, word & !0x7c | 0x13 | (word & 0x60)] {
+                check_consistent(&w.to_le_bytes());
+            }
+        }
+    }
+}
