@@ -33,16 +33,28 @@ struct Armed {
     slot: Option<usize>,
 }
 
+/// An instruction being stepped out of line by one thread.
+#[derive(Clone)]
+struct Step {
+    probe: Arc<Probe>,
+    slot: usize,
+    len: usize,
+}
+
 #[derive(Clone)]
 struct ThreadState {
     returns: ReturnStack,
-    /// The probe address whose instruction this thread is stepping in an XOL slot.
-    stepping: Option<usize>,
+    /// What this thread is stepping in an XOL slot. Kept here rather than looked up in the
+    /// armed set, so a step finishes even if its probe is unregistered meanwhile.
+    stepping: Option<Step>,
 }
 
 impl ThreadState {
     fn new() -> Self {
-        ThreadState { returns: ReturnStack::new(), stepping: None }
+        ThreadState {
+            returns: ReturnStack::new(),
+            stepping: None,
+        }
     }
 }
 
@@ -93,11 +105,18 @@ fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
 /// first says the instruction has one (the next page may be unmapped).
 fn read_insn(space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
     let mut bytes = [0u8; 4];
-    space.read(addr, &mut bytes[..2]).map_err(Error::ReadFault)?;
-    let len = decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]]))
-        .ok_or(Error::Unsupported { addr, why: Unsupported::Illegal })?;
+    space
+        .read(addr, &mut bytes[..2])
+        .map_err(Error::ReadFault)?;
+    let len =
+        decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]])).ok_or(Error::Unsupported {
+            addr,
+            why: Unsupported::Illegal,
+        })?;
     if len == 4 {
-        space.read(addr + 2, &mut bytes[2..]).map_err(Error::ReadFault)?;
+        space
+            .read(addr + 2, &mut bytes[2..])
+            .map_err(Error::ReadFault)?;
     }
     decode::decode(&bytes[..len]).map_err(|why| Error::Unsupported { addr, why })
 }
@@ -126,18 +145,28 @@ fn is_breakpoint_at(space: &mut dyn UserSpace, pc: usize) -> bool {
 
 impl Process {
     fn new(path: &str) -> Self {
-        Process { path: String::from(path), armed: BTreeMap::new(), xol: Xol::default(), threads: BTreeMap::new() }
+        Process {
+            path: String::from(path),
+            armed: BTreeMap::new(),
+            xol: Xol::default(),
+            threads: BTreeMap::new(),
+        }
     }
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
     /// nothing has changed in memory or in `self`.
-    fn arm(&mut self, space: &mut dyn UserSpace, probe: &Arc<Probe>, wants_return: bool) -> Result<(), Error> {
+    fn arm(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probe: &Arc<Probe>,
+        wants_return: bool,
+    ) -> Result<(), Error> {
         let addr = probe.addr;
-        if wants_return {
-            self.xol.ensure_trampoline(space)?;
-        }
         if let Some(armed) = self.armed.get_mut(&addr) {
             // Already a breakpoint here: keep the recorded original, never re-read it.
+            if wants_return {
+                self.xol.ensure_trampoline(space)?;
+            }
             armed.probe = probe.clone();
             return Ok(());
         }
@@ -145,13 +174,20 @@ impl Process {
             return Err(Error::Misaligned(addr));
         }
         // A 32-bit instruction armed just before: `addr` is its second half.
-        if self.armed.get(&(addr.wrapping_sub(2))).is_some_and(|a| a.insn.len() == 4) {
+        if self
+            .armed
+            .get(&(addr.wrapping_sub(2)))
+            .is_some_and(|a| a.insn.len() == 4)
+        {
             return Err(Error::Conflict(addr));
         }
         if !space.is_executable(addr) {
             return Err(Error::NotExecutable(addr));
         }
         let insn = read_insn(space, addr)?;
+        if wants_return {
+            self.xol.ensure_trampoline(space)?;
+        }
         let slot = match insn.class() {
             Class::Xol => Some(self.xol.alloc(space, addr, &insn)?),
             Class::Simulate | Class::Emulate => None,
@@ -162,7 +198,14 @@ impl Process {
             }
             return Err(e);
         }
-        self.armed.insert(addr, Armed { probe: probe.clone(), insn, slot });
+        self.armed.insert(
+            addr,
+            Armed {
+                probe: probe.clone(),
+                insn,
+                slot,
+            },
+        );
         Ok(())
     }
 
@@ -172,10 +215,16 @@ impl Process {
             return Ok(());
         };
         let (bytes, len) = insn_bytes(&armed.insn);
-        space.write(addr, &bytes[..len]).map_err(Error::WriteFault)?;
+        space
+            .write(addr, &bytes[..len])
+            .map_err(Error::WriteFault)?;
         space.flush_icache(addr, len);
         if let Some(slot) = armed.slot {
-            if !self.threads.values().any(|t| t.stepping == Some(addr)) {
+            if !self
+                .threads
+                .values()
+                .any(|t| t.stepping.as_ref().is_some_and(|s| s.slot == slot))
+            {
                 self.xol.free(slot);
             }
         }
@@ -187,7 +236,11 @@ impl Process {
 /// Calls the entry (`post == false`) or post handlers of every consumer.
 fn run_entry_handlers(consumers: &Consumers, regs: &mut dyn UserRegs, hit: &Hit, post: bool) {
     for (_, consumer) in consumers.iter() {
-        let handler = if post { &consumer.post } else { &consumer.entry };
+        let handler = if post {
+            &consumer.post
+        } else {
+            &consumer.entry
+        };
         if let Some(handler) = handler {
             handler(regs, hit);
         }
@@ -245,7 +298,10 @@ impl Uprobes {
         list.push((id, consumer));
         probe.set_consumers(list.into());
         if existing.is_none() {
-            reg.probes.entry(String::from(path)).or_default().insert(addr, probe.clone());
+            reg.probes
+                .entry(String::from(path))
+                .or_default()
+                .insert(addr, probe.clone());
         }
         reg.consumers.insert(id, probe);
         Ok(id)
@@ -254,11 +310,19 @@ impl Uprobes {
     /// Removes a consumer. When it was the probe's last, the probe goes away and the original
     /// instruction is restored in `current` (other processes restore it at their next hit,
     /// or at once through [`sync`](Self::sync)).
-    pub fn unregister(&self, id: ConsumerId, current: Option<&mut dyn UserSpace>) -> Result<(), Error> {
+    pub fn unregister(
+        &self,
+        id: ConsumerId,
+        current: Option<&mut dyn UserSpace>,
+    ) -> Result<(), Error> {
         let mut reg = self.registry.lock();
         let probe = reg.consumers.remove(&id).ok_or(Error::NotRegistered)?;
-        let list: Vec<(ConsumerId, Consumer)> =
-            probe.consumers().iter().filter(|(cid, _)| *cid != id).cloned().collect();
+        let list: Vec<(ConsumerId, Consumer)> = probe
+            .consumers()
+            .iter()
+            .filter(|(cid, _)| *cid != id)
+            .cloned()
+            .collect();
         let last = list.is_empty();
         probe.set_consumers(list.into());
         if !last {
@@ -274,7 +338,11 @@ impl Uprobes {
         if let Some(space) = current {
             let pid = space.pid();
             if let Some(proc) = reg.procs.get_mut(&pid) {
-                if proc.armed.get(&probe.addr).is_some_and(|a| Arc::ptr_eq(&a.probe, &probe)) {
+                if proc
+                    .armed
+                    .get(&probe.addr)
+                    .is_some_and(|a| Arc::ptr_eq(&a.probe, &probe))
+                {
                     proc.disarm(space, probe.addr)?;
                 }
             }
@@ -305,7 +373,12 @@ impl Uprobes {
         if let Some(by_addr) = reg.probes.get(&proc.path) {
             for probe in by_addr.values() {
                 if let Err(e) = proc.arm(space, probe, probe.wants_return()) {
-                    log::warn!("ruprobes: cannot arm {}:{:#x}: {}", probe.path, probe.addr, e);
+                    log::warn!(
+                        "ruprobes: cannot arm {}:{:#x}: {}",
+                        probe.path,
+                        probe.addr,
+                        e
+                    );
                     first_error.get_or_insert(e);
                 }
             }
@@ -317,7 +390,10 @@ impl Uprobes {
     /// image is mapped): forgets the old image's state and arms every probe of `path`. On an
     /// error the process still runs, with the probes that could be armed.
     pub fn on_exec(&self, space: &mut dyn UserSpace, path: &str) -> Result<(), Error> {
-        self.registry.lock().procs.insert(space.pid(), Process::new(path));
+        self.registry
+            .lock()
+            .procs
+            .insert(space.pid(), Process::new(path));
         self.sync(space)
     }
 
@@ -333,7 +409,13 @@ impl Uprobes {
         let returns = state.threads.remove(&parent_tid).map(|t| t.returns);
         state.threads.clear();
         if let Some(returns) = returns {
-            state.threads.insert(child_tid, ThreadState { returns, stepping: None });
+            state.threads.insert(
+                child_tid,
+                ThreadState {
+                    returns,
+                    stepping: None,
+                },
+            );
         }
         reg.procs.insert(child, state);
     }
@@ -370,13 +452,18 @@ impl Uprobes {
         let Some(proc) = reg.procs.get_mut(&space.pid()) else {
             return false;
         };
-        match proc.xol.site(regs.pc()) {
-            Some(XolSite::Slot { owner, offset: 0, .. }) => {
-                proc.thread(space.tid()).stepping = None;
-                regs.set_pc(owner);
+        let Some(thread) = proc.threads.get_mut(&space.tid()) else {
+            return false;
+        };
+        match thread.stepping.take() {
+            Some(step) if step.slot == regs.pc() => {
+                regs.set_pc(step.probe.addr);
                 true
             }
-            _ => false,
+            other => {
+                thread.stepping = other;
+                false
+            }
         }
     }
 
@@ -408,19 +495,26 @@ impl Uprobes {
                 drop(reg);
                 self.trampoline_hit(space, regs)
             }
-            Some(XolSite::Slot { base, owner, offset }) => {
-                let Some(armed) = proc.armed.get(&owner).cloned() else {
+            Some(XolSite::Slot) => {
+                let Some(thread) = proc.threads.get_mut(&space.tid()) else {
                     return Trap::NotOurs;
                 };
-                let thread = proc.thread(space.tid());
-                if offset != armed.insn.len() || Some(base) != armed.slot || thread.stepping != Some(owner) {
-                    return Trap::NotOurs;
-                }
-                thread.stepping = None;
+                let step = match thread.stepping.take() {
+                    Some(step) if step.slot + step.len == pc => step,
+                    other => {
+                        thread.stepping = other; // a jump into a slot: not a step of ours
+                        return Trap::NotOurs;
+                    }
+                };
                 drop(reg);
-                regs.set_pc(owner + armed.insn.len());
-                let hit = Hit { pid, tid: space.tid(), addr: owner };
-                run_entry_handlers(&armed.probe.consumers(), regs, &hit, true);
+                let addr = step.probe.addr;
+                regs.set_pc(addr + step.len);
+                let hit = Hit {
+                    pid,
+                    tid: space.tid(),
+                    addr,
+                };
+                run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
                 Trap::Handled
             }
             None => {
@@ -458,7 +552,12 @@ impl Uprobes {
                 hijack_return(proc.thread(tid), regs, &armed.probe, trampoline);
             }
             if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
-                proc.thread(tid).stepping = Some(addr);
+                let step = Step {
+                    probe: armed.probe.clone(),
+                    slot,
+                    len: armed.insn.len(),
+                };
+                proc.thread(tid).stepping = Some(step);
                 regs.set_pc(slot);
                 return Trap::Handled;
             }
@@ -476,7 +575,11 @@ impl Uprobes {
         loop {
             let ri = {
                 let mut reg = self.registry.lock();
-                let Some(thread) = reg.procs.get_mut(&pid).and_then(|p| p.threads.get_mut(&tid)) else {
+                let Some(thread) = reg
+                    .procs
+                    .get_mut(&pid)
+                    .and_then(|p| p.threads.get_mut(&tid))
+                else {
                     break;
                 };
                 if orig_ra.is_none() {
@@ -489,7 +592,12 @@ impl Uprobes {
             };
             orig_ra = Some(ri.orig_ra);
             ri.probe.count_return();
-            let ret = Return { pid, tid, func: ri.probe.addr, ret_addr: ri.orig_ra };
+            let ret = Return {
+                pid,
+                tid,
+                func: ri.probe.addr,
+                ret_addr: ri.orig_ra,
+            };
             for (_, consumer) in ri.probe.consumers().iter() {
                 if let Some(handler) = &consumer.ret {
                     handler(regs, &ret);
@@ -510,7 +618,12 @@ impl Uprobes {
 }
 
 /// Records the return of the call entering at `probe` and points `ra` at the trampoline.
-fn hijack_return(thread: &mut ThreadState, regs: &mut dyn UserRegs, probe: &Arc<Probe>, trampoline: Option<usize>) {
+fn hijack_return(
+    thread: &mut ThreadState,
+    regs: &mut dyn UserRegs,
+    probe: &Arc<Probe>,
+    trampoline: Option<usize>,
+) {
     let Some(trampoline) = trampoline else {
         probe.count_missed();
         return;
@@ -533,6 +646,11 @@ fn hijack_return(thread: &mut ThreadState, regs: &mut dyn UserRegs, probe: &Arc<
     } else {
         (ra, false)
     };
-    thread.returns.push(ReturnInstance { probe: probe.clone(), orig_ra, sp, chained });
+    thread.returns.push(ReturnInstance {
+        probe: probe.clone(),
+        orig_ra,
+        sp,
+        chained,
+    });
     regs.set_reg(abi::RA, trampoline);
 }

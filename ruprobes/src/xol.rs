@@ -30,8 +30,8 @@ struct Page {
 pub(crate) enum XolSite {
     /// The return trampoline.
     Trampoline,
-    /// Inside the slot of the probe at `owner`; `offset` bytes into it.
-    Slot { base: usize, owner: usize, offset: usize },
+    /// Inside a probe slot (or the unused slot 0 of a later page).
+    Slot,
 }
 
 #[derive(Clone, Default)]
@@ -60,16 +60,30 @@ impl Xol {
             return Err(Error::XolMapFailed);
         }
         if self.pages.is_empty() {
-            space.write(base, &EBREAK.to_le_bytes()).map_err(Error::WriteFault)?;
+            space
+                .write(base, &EBREAK.to_le_bytes())
+                .map_err(Error::WriteFault)?;
             space.flush_icache(base, SLOT_SIZE);
         }
-        self.pages.push(Page { base, owner: Box::new([None; PAGE_SIZE / SLOT_SIZE]) });
-        self.free.extend((1..PAGE_SIZE / SLOT_SIZE).rev().map(|i| base + i * SLOT_SIZE));
+        self.pages.push(Page {
+            base,
+            owner: Box::new([None; PAGE_SIZE / SLOT_SIZE]),
+        });
+        self.free.extend(
+            (1..PAGE_SIZE / SLOT_SIZE)
+                .rev()
+                .map(|i| base + i * SLOT_SIZE),
+        );
         Ok(base)
     }
 
     /// Takes a slot for the probe at `owner`, writes `insn` and a breakpoint into it.
-    pub fn alloc(&mut self, space: &mut dyn UserSpace, owner: usize, insn: &Insn) -> Result<usize, Error> {
+    pub fn alloc(
+        &mut self,
+        space: &mut dyn UserSpace,
+        owner: usize,
+        insn: &Insn,
+    ) -> Result<usize, Error> {
         self.ensure_trampoline(space)?;
         if self.free.is_empty() {
             self.add_page(space)?;
@@ -103,23 +117,21 @@ impl Xol {
     }
 
     fn owner_mut(&mut self, slot: usize) -> Option<&mut Option<usize>> {
-        let page = self.pages.iter_mut().find(|p| (p.base..p.base + PAGE_SIZE).contains(&slot))?;
+        let page = self
+            .pages
+            .iter_mut()
+            .find(|p| (p.base..p.base + PAGE_SIZE).contains(&slot))?;
         page.owner.get_mut((slot - page.base) / SLOT_SIZE)
     }
 
     /// Classifies `pc` if it lies in the XOL area.
     pub fn site(&self, pc: usize) -> Option<XolSite> {
-        let (index, page) = self
-            .pages
-            .iter()
-            .enumerate()
-            .find(|(_, p)| (p.base..p.base + PAGE_SIZE).contains(&pc))?;
-        let offset = pc - page.base;
-        let slot = offset / SLOT_SIZE;
-        if index == 0 && offset == 0 {
+        if self.trampoline() == Some(pc) {
             return Some(XolSite::Trampoline);
         }
-        let owner = (*page.owner.get(slot)?)?;
-        Some(XolSite::Slot { base: page.base + slot * SLOT_SIZE, owner, offset: offset % SLOT_SIZE })
+        self.pages
+            .iter()
+            .any(|p| (p.base..p.base + PAGE_SIZE).contains(&pc))
+            .then_some(XolSite::Slot)
     }
 }
