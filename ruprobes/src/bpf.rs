@@ -47,7 +47,9 @@ impl TracepointType {
 
     /// Parses a name, ignoring ASCII case as the seed's eBPF glue did.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// The `ptype` field of [`UProbeBPFContext`]: 0 for function probes, 1 for instruction
@@ -78,7 +80,11 @@ pub struct UProbeBPFContext {
 impl UProbeBPFContext {
     /// The context for a hit of kind `ptype` at `probed_addr` with frame `tf`.
     pub fn new(tf: &TrapContext, probed_addr: usize, ptype: usize) -> Self {
-        UProbeBPFContext { ptype, paddr: probed_addr, tf: *tf }
+        UProbeBPFContext {
+            ptype,
+            paddr: probed_addr,
+            tf: *tf,
+        }
     }
 
     /// The same from any register state.

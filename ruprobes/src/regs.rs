@@ -78,7 +78,10 @@ impl UserRegs for TrapContext {
 impl TrapContext {
     /// A frame holding the registers and pc of `regs`.
     pub fn from_regs(regs: &dyn UserRegs) -> Self {
-        let mut cx = TrapContext { sepc: regs.pc(), ..TrapContext::default() };
+        let mut cx = TrapContext {
+            sepc: regs.pc(),
+            ..TrapContext::default()
+        };
         for n in 1..32 {
             cx.x[n] = regs.reg(n);
         }

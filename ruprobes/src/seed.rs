@@ -148,7 +148,11 @@ pub fn uprobe_register(
 pub fn uprobe_unregister(path: &str, addr: usize) -> isize {
     let ids: Vec<ConsumerId> = {
         let mut regs = REGISTRATIONS.lock();
-        let ids = regs.iter().filter(|(p, a, _)| p == path && *a == addr).map(|r| r.2).collect();
+        let ids = regs
+            .iter()
+            .filter(|(p, a, _)| p == path && *a == addr)
+            .map(|r| r.2)
+            .collect();
         regs.retain(|(p, a, _)| !(p == path && *a == addr));
         ids
     };

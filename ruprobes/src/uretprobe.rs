@@ -31,7 +31,9 @@ pub(crate) struct ReturnStack {
 
 impl ReturnStack {
     pub fn new() -> Self {
-        ReturnStack { stack: Vec::with_capacity(MAX_RETURN_DEPTH) }
+        ReturnStack {
+            stack: Vec::with_capacity(MAX_RETURN_DEPTH),
+        }
     }
 
     pub fn is_full(&self) -> bool {
