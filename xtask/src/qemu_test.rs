@@ -1,0 +1,583 @@
+//! `cargo xtask qemu-test`: boots the test kernel (`fixtures/kernel`) under
+//! `qemu-system-riscv64`, takes the trace it prints for every scenario and compares each with
+//! the simulator's trace of the same scenario (`ruprobes-sim scenarios`): identical text, or
+//! a diff and a failure. Also checks that every code block of `docs/PORTING.md` is a snippet
+//! of the kernel sources, so the guide cannot drift from code that compiles and runs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::repo_root;
+
+/// The kernel's target.
+const TARGET: &str = "riscv64gc-unknown-none-elf";
+/// QEMU is killed (and the test fails) after this long.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The line the kernel prints after its last scenario.
+const ALL_DONE: &str = "=== all done";
+
+/// Runs the boot test. No options.
+pub fn run(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "unexpected argument `{arg}` (qemu-test takes none)"
+        ));
+    }
+    let root = repo_root();
+    let started = Instant::now();
+    let snippets = check_guide(&root)?;
+    println!("qemu-test: docs/PORTING.md: {snippets} code blocks match the kernel sources");
+    check_prerequisites()?;
+    let kernel = build_kernel(&root)?;
+    let boot_started = Instant::now();
+    let console = boot(&kernel)?;
+    println!(
+        "qemu-test: booted and ran in {:.1} s",
+        boot_started.elapsed().as_secs_f64()
+    );
+    let expected = simulator_traces(&root)?;
+    let result = compare(&expected, &console);
+    println!("qemu-test: total {:.1} s", started.elapsed().as_secs_f64());
+    let matched = result?;
+    println!("qemu-test: all {matched} scenarios match the simulator byte for byte");
+    Ok(())
+}
+
+/// Fails with a message naming what to install when the RISC-V target or QEMU is missing.
+fn check_prerequisites() -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return Err(format!(
+            "the Rust target {TARGET} is not installed; install it with `rustup target add {TARGET}`"
+        ));
+    }
+    let qemu = Command::new("qemu-system-riscv64")
+        .arg("--version")
+        .output();
+    if !qemu.is_ok_and(|out| out.status.success()) {
+        return Err("qemu-system-riscv64 is not installed; on Debian/Ubuntu: \
+                    `apt-get install qemu-system-misc` (it brings OpenSBI for `-bios default`)"
+            .into());
+    }
+    Ok(())
+}
+
+/// Builds the kernel (its own target dir under `target/`, no absolute paths embedded) and
+/// returns the ELF's path.
+fn build_kernel(root: &Path) -> Result<PathBuf, String> {
+    let dir = root.join("fixtures/kernel");
+    let target_dir = root.join("target/kernel");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let home = std::env::var("CARGO_HOME")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cargo")))
+        .unwrap_or_default();
+    let mut rustflags = format!("--remap-path-prefix={}=.", root.display());
+    if !home.is_empty() {
+        rustflags.push_str(&format!("\x1f--remap-path-prefix={home}=cargo"));
+    }
+    let status = Command::new(cargo)
+        .current_dir(&dir)
+        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the test kernel failed ({status})"));
+    }
+    Ok(target_dir.join(TARGET).join("release/ruprobes-test-kernel"))
+}
+
+/// Boots `kernel` and returns what it printed. Fails on a timeout or a failure exit.
+fn boot(kernel: &Path) -> Result<String, String> {
+    let mut child = Command::new("qemu-system-riscv64")
+        .args([
+            "-machine",
+            "virt",
+            "-m",
+            "128M",
+            "-smp",
+            "1",
+            "-nographic",
+            "-bios",
+            "default",
+        ])
+        .args(["-no-reboot", "-kernel"])
+        .arg(kernel)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-riscv64: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = reader.join().unwrap_or_default();
+                return Err(format!(
+                    "QEMU did not power off within {} s; killed it. Last output:\n{}",
+                    BOOT_TIMEOUT.as_secs(),
+                    tail(&String::from_utf8_lossy(&out), 20)
+                ));
+            }
+            Err(e) => return Err(format!("waiting for QEMU: {e}")),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
+    if !status.success() || !console.lines().any(|l| l == ALL_DONE) {
+        return Err(format!(
+            "the kernel reported a failure (QEMU {status}). Last output:\n{}{}",
+            tail(&console, 30),
+            stderr
+        ));
+    }
+    Ok(console)
+}
+
+/// The simulator's traces of every scenario (`cargo run -p ruprobes-sim -- scenarios`).
+fn simulator_traces(root: &Path) -> Result<String, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "ruprobes-sim",
+            "--",
+            "scenarios",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`ruprobes-sim scenarios` failed ({})", out.status));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| "`ruprobes-sim scenarios` printed invalid UTF-8".into())
+}
+
+/// One `=== scenario NAME` ... `=== end NAME` block: its name and the lines in between.
+#[derive(Debug, PartialEq, Eq)]
+struct Block<'a> {
+    name: &'a str,
+    lines: Vec<&'a str>,
+}
+
+/// Every scenario block of `text`, in order; anything outside blocks (firmware banner,
+/// kernel log) is ignored. An unterminated block is an error.
+fn blocks(text: &str) -> Result<Vec<Block<'_>>, String> {
+    let mut found = Vec::new();
+    let mut open: Option<Block> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("=== scenario ") {
+            if let Some(block) = open.take() {
+                return Err(format!("scenario {} has no `=== end` line", block.name));
+            }
+            open = Some(Block {
+                name,
+                lines: Vec::new(),
+            });
+        } else if let Some(name) = line.strip_prefix("=== end ") {
+            match open.take() {
+                Some(block) if block.name == name => found.push(block),
+                _ => return Err(format!("stray `=== end {name}`")),
+            }
+        } else if let Some(block) = open.as_mut() {
+            block.lines.push(line);
+        }
+    }
+    match open {
+        Some(block) => Err(format!("scenario {} has no `=== end` line", block.name)),
+        None => Ok(found),
+    }
+}
+
+/// Compares the simulator's blocks with the kernel's, scenario by scenario: the number of
+/// matching scenarios, or every difference as a readable report.
+fn compare(simulator: &str, kernel: &str) -> Result<usize, String> {
+    let expected = blocks(simulator).map_err(|e| format!("simulator output: {e}"))?;
+    let actual = blocks(kernel).map_err(|e| format!("kernel output: {e}"))?;
+    if expected.is_empty() {
+        return Err("the simulator printed no scenario".into());
+    }
+    let mut report = String::new();
+    for exp in &expected {
+        match actual.iter().find(|b| b.name == exp.name) {
+            None => report.push_str(&format!(
+                "scenario {}: the kernel did not run it\n",
+                exp.name
+            )),
+            Some(act) if act.lines == exp.lines => {}
+            Some(act) => {
+                report.push_str(&format!(
+                    "scenario {}: traces differ (--- simulator, +++ qemu)\n",
+                    exp.name
+                ));
+                report.push_str(&diff(&exp.lines, &act.lines));
+            }
+        }
+    }
+    for act in actual
+        .iter()
+        .filter(|a| !expected.iter().any(|e| e.name == a.name))
+    {
+        report.push_str(&format!(
+            "scenario {}: the simulator does not know it\n",
+            act.name
+        ));
+    }
+    if report.is_empty() {
+        Ok(expected.len())
+    } else {
+        Err(format!("QEMU and the simulator disagree:\n{report}"))
+    }
+}
+
+/// Lines of context around each change, and the most diff lines shown per scenario.
+const CONTEXT: usize = 3;
+const MAX_DIFF_LINES: usize = 60;
+
+/// A unified-style line diff (`-` only in `old`, `+` only in `new`, ` ` context), with
+/// `@@ line` headers, cut after [`MAX_DIFF_LINES`].
+fn diff(old: &[&str], new: &[&str]) -> String {
+    // Common prefix and suffix first: traces differ in few places, which keeps the
+    // quadratic LCS table small.
+    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let suffix = old[prefix..]
+        .iter()
+        .rev()
+        .zip(new[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (a, b) = (
+        &old[prefix..old.len() - suffix],
+        &new[prefix..new.len() - suffix],
+    );
+    let ops = if a.len().saturating_mul(b.len()) <= 4_000_000 {
+        lcs_ops(a, b)
+    } else {
+        // Too large to align: show the whole middle as replaced.
+        a.iter()
+            .map(|l| ('-', *l))
+            .chain(b.iter().map(|l| ('+', *l)))
+            .collect()
+    };
+    let mut out = format!("@@ line {} @@\n", prefix + 1);
+    for line in &old[prefix.saturating_sub(CONTEXT)..prefix] {
+        out.push_str(&format!("  {line}\n"));
+    }
+    let mut shown = 0;
+    for (op, line) in ops.iter().chain(
+        old[old.len() - suffix..]
+            .iter()
+            .take(CONTEXT)
+            .map(|l| (' ', *l))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        if shown == MAX_DIFF_LINES {
+            out.push_str("  ... (more differences not shown)\n");
+            break;
+        }
+        out.push_str(&format!("{op} {line}\n"));
+        shown += 1;
+    }
+    out
+}
+
+/// The edit script turning `a` into `b` by a longest common subsequence.
+fn lcs_ops<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(char, &'a str)> {
+    let w = b.len() + 1;
+    let mut len = vec![0u32; (a.len() + 1) * w];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            len[i * w + j] = if a[i] == b[j] {
+                len[(i + 1) * w + j + 1] + 1
+            } else {
+                len[(i + 1) * w + j].max(len[i * w + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut ops) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            (i, j) = (i + 1, j + 1);
+        } else if i < a.len() && (j == b.len() || len[(i + 1) * w + j] >= len[i * w + j + 1]) {
+            ops.push(('-', a[i]));
+            i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    ops
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n") + "\n"
+}
+
+/// Checks `docs/PORTING.md` against the kernel sources; the number of code blocks checked.
+fn check_guide(root: &Path) -> Result<usize, String> {
+    let guide_path = root.join("docs/PORTING.md");
+    let guide = std::fs::read_to_string(&guide_path)
+        .map_err(|e| format!("cannot read docs/PORTING.md: {e}"))?;
+    let sources = kernel_sources(root)?;
+    guide_blocks_match(&guide, &sources).map_err(|errors| {
+        format!(
+            "docs/PORTING.md has code blocks that are not kernel snippets:\n{}",
+            errors.join("\n")
+        )
+    })
+}
+
+/// Every file of the kernel that may hold snippets: `(relative path, text)`.
+fn kernel_sources(root: &Path) -> Result<Vec<(String, String)>, String> {
+    let dir = root.join("fixtures/kernel");
+    let mut files = vec![dir.join("Cargo.toml")];
+    let src = std::fs::read_dir(dir.join("src"))
+        .map_err(|e| format!("cannot list fixtures/kernel/src: {e}"))?;
+    files.extend(
+        src.filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rs")),
+    );
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Ok((
+                path.strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                text,
+            ))
+        })
+        .collect()
+}
+
+/// The snippets of `text`: each `ANCHOR: name` ... `ANCHOR_END: name` region (in `//` or
+/// `#` comments), without nested anchor lines, de-indented.
+fn anchors(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some((_, name)) = line.split_once("ANCHOR: ") else {
+            continue;
+        };
+        let name = name.trim();
+        let end_marker = format!("ANCHOR_END: {name}");
+        let Some(len) = lines[start + 1..]
+            .iter()
+            .position(|l| l.trim_end().ends_with(&end_marker))
+        else {
+            continue;
+        };
+        let body: Vec<&str> = lines[start + 1..start + 1 + len]
+            .iter()
+            .copied()
+            .filter(|l| !l.contains("ANCHOR"))
+            .collect();
+        found.push((name.to_string(), dedent(&body)));
+    }
+    found
+}
+
+fn dedent(lines: &[&str]) -> String {
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The fenced code blocks of a Markdown text: `(info string, body, line number)`.
+fn code_blocks(markdown: &str) -> Vec<(&str, String, usize)> {
+    let mut found = Vec::new();
+    let mut open: Option<(&str, Vec<&str>, usize)> = None;
+    for (n, line) in markdown.lines().enumerate() {
+        match (open.as_mut(), line.trim_start().strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim(), Vec::new(), n + 1)),
+            (Some(_), Some(_)) => {
+                if let Some((info, body, at)) = open.take() {
+                    found.push((info, dedent(&body), at));
+                }
+            }
+            (Some((_, body, _)), None) => body.push(line),
+            (None, None) => {}
+        }
+    }
+    found
+}
+
+/// Languages whose blocks must be kernel snippets; other blocks (`sh`, `text`) show
+/// commands or output.
+const CHECKED: &[&str] = &["rust", "toml"];
+
+/// `Ok(number of checked blocks)` if every `rust`/`toml` block of `guide` equals a snippet
+/// of `sources`, else one message per stray block.
+fn guide_blocks_match(guide: &str, sources: &[(String, String)]) -> Result<usize, Vec<String>> {
+    let snippets: Vec<(String, String)> =
+        sources.iter().flat_map(|(_, text)| anchors(text)).collect();
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for (info, body, line) in code_blocks(guide) {
+        if !CHECKED.contains(&info) {
+            if info.is_empty() {
+                errors.push(format!("  line {line}: a code block without a language"));
+            }
+            continue;
+        }
+        checked += 1;
+        if !snippets.iter().any(|(_, s)| *s == body) {
+            let first = body.lines().next().unwrap_or("");
+            errors.push(format!("  line {line}: ```{info} block starting `{first}` is no ANCHOR region of fixtures/kernel"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIM: &str = "=== scenario a\npid 1 exit 0\n--- output\nhi\n=== end a\n\
+                       === scenario b\npid 1 syscall write\npid 1 exit 0\n--- output\n=== end b\n";
+
+    #[test]
+    fn blocks_ignore_text_outside_and_reject_unterminated_ones() {
+        let text = "OpenSBI banner\n=== scenario a\nx\n=== end a\n[kernel] log\n=== all done\n";
+        assert_eq!(
+            blocks(text),
+            Ok(vec![Block {
+                name: "a",
+                lines: vec!["x"]
+            }])
+        );
+        assert!(blocks("=== scenario a\nx\n").is_err());
+        assert!(blocks("=== scenario a\n=== scenario b\n=== end b\n").is_err());
+        assert!(blocks("=== end a\n").is_err());
+    }
+
+    #[test]
+    fn identical_traces_match_whatever_surrounds_them() {
+        let kernel = format!("banner\n[kernel] 13 fixtures\n{SIM}=== all done\n");
+        assert_eq!(compare(SIM, &kernel), Ok(2));
+    }
+
+    #[test]
+    fn a_different_line_is_reported_as_a_diff() {
+        let kernel = SIM.replace("pid 1 syscall write", "pid 1 syscall yield");
+        let report = compare(SIM, &kernel).unwrap_err();
+        assert!(report.contains("scenario b: traces differ"), "{report}");
+        assert!(
+            report.contains("- pid 1 syscall write\n+ pid 1 syscall yield\n  pid 1 exit 0\n"),
+            "{report}"
+        );
+        assert!(!report.contains("scenario a"), "{report}");
+    }
+
+    #[test]
+    fn missing_and_unknown_scenarios_fail() {
+        let only_a = "=== scenario a\npid 1 exit 0\n--- output\nhi\n=== end a\n";
+        assert!(compare(SIM, only_a)
+            .unwrap_err()
+            .contains("scenario b: the kernel did not run it"));
+        assert!(compare(only_a, SIM)
+            .unwrap_err()
+            .contains("scenario b: the simulator does not know it"));
+        assert!(compare("", SIM).is_err());
+    }
+
+    #[test]
+    fn diff_aligns_insertions_and_deletions() {
+        let old = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let new = ["a", "b", "c", "X", "d", "e", "g", "h"];
+        let d = diff(&old, &new);
+        assert_eq!(
+            d,
+            "@@ line 4 @@\n  a\n  b\n  c\n+ X\n  d\n  e\n- f\n  g\n  h\n"
+        );
+    }
+
+    #[test]
+    fn diff_output_is_bounded() {
+        let old: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+        let new: Vec<String> = (0..500).map(|i| format!("other {i}")).collect();
+        let (old, new): (Vec<&str>, Vec<&str>) = (
+            old.iter().map(|s| s.as_str()).collect(),
+            new.iter().map(|s| s.as_str()).collect(),
+        );
+        let d = diff(&old, &new);
+        assert!(d.lines().count() <= MAX_DIFF_LINES + 2, "{d}");
+        assert!(d.ends_with("  ... (more differences not shown)\n"));
+    }
+
+    #[test]
+    fn guide_blocks_must_be_anchored_snippets() {
+        let source = "fn a() {\n    // ANCHOR: call\n    let x = 1;\n    // ANCHOR: inner\n    f(x);\n    // ANCHOR_END: inner\n    // ANCHOR_END: call\n}\n";
+        let sources = vec![("k.rs".to_string(), source.to_string())];
+        assert_eq!(
+            guide_blocks_match("text\n```rust\nlet x = 1;\nf(x);\n```\n", &sources),
+            Ok(1)
+        );
+        assert_eq!(
+            guide_blocks_match(
+                "```rust\nf(x);\n```\n```sh\ncargo xtask qemu-test\n```\n",
+                &sources
+            ),
+            Ok(1)
+        );
+        let err = guide_blocks_match("```rust\nlet x = 2;\n```\n", &sources).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(err[0].contains("line 1"), "{err:?}");
+        assert!(guide_blocks_match("```\nf(x);\n```\n", &sources).is_err());
+    }
+
+    /// The real guide against the real kernel: a plain `cargo test` catches drift too.
+    #[test]
+    fn porting_guide_matches_the_kernel() {
+        match check_guide(&repo_root()) {
+            Ok(n) => assert!(n >= 8, "only {n} checked code blocks in docs/PORTING.md"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
