@@ -1,0 +1,85 @@
+//! The errors of the simulator: one clear line each (the CLI prints them after `error:`).
+
+use std::fmt;
+
+/// Everything that can go wrong when loading, probing or running a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// A file could not be read.
+    Io {
+        /// The path.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// The bytes are not a loadable RISC-V 64 executable.
+    BadElf {
+        /// The image name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A probe spec does not parse.
+    BadSpec {
+        /// The spec as given.
+        spec: String,
+        /// Why.
+        why: String,
+    },
+    /// A probe spec names a symbol the program does not have.
+    UnknownSymbol {
+        /// The spec as given.
+        spec: String,
+        /// The symbol (or `prefix*` pattern).
+        symbol: String,
+    },
+    /// The engine refused a probe.
+    Probe {
+        /// The spec (or address) as given.
+        spec: String,
+        /// The engine's reason.
+        error: ruprobes::Error,
+    },
+    /// No probe with this id is registered.
+    UnknownProbe(usize),
+    /// The machine has no program loaded, or the operation needs a live process.
+    NoProcess,
+    /// `exec` or `load` named an image the machine does not know.
+    UnknownImage(String),
+    /// Emulated physical memory is exhausted.
+    OutOfMemory,
+    /// The instruction budget ran out before the last process exited.
+    BudgetExhausted {
+        /// Instructions executed.
+        executed: u64,
+    },
+    /// Every remaining process is blocked in `waitpid`.
+    Deadlock,
+    /// The operation is not available in this mode (e.g. per-machine probes in seed mode).
+    Unavailable(&'static str),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::Io { path, message } => write!(f, "{path}: {message}"),
+            SimError::BadElf { name, why } => write!(f, "{name}: {why}"),
+            SimError::BadSpec { spec, why } => write!(f, "bad probe spec '{spec}': {why}"),
+            SimError::UnknownSymbol { spec, symbol } => {
+                write!(f, "probe '{spec}': no function symbol '{symbol}' in the program")
+            }
+            SimError::Probe { spec, error } => write!(f, "probe '{spec}': {error}"),
+            SimError::UnknownProbe(id) => write!(f, "no probe with id {id}"),
+            SimError::NoProcess => f.write_str("no program is loaded"),
+            SimError::UnknownImage(name) => write!(f, "no program image named '{name}'"),
+            SimError::OutOfMemory => f.write_str("the machine ran out of physical memory"),
+            SimError::BudgetExhausted { executed } => {
+                write!(f, "instruction budget exhausted after {executed} instructions (raise it with --max-insns)")
+            }
+            SimError::Deadlock => f.write_str("every remaining process is blocked in waitpid"),
+            SimError::Unavailable(what) => write!(f, "not available: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}

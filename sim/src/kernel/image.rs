@@ -1,0 +1,141 @@
+//! Program images: a RISC-V 64 ELF executable checked and cut into the pages the kernel
+//! maps, with its symbols kept for probe specs and traces.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use goblin::elf::header::{EM_RISCV, ET_EXEC};
+use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_LOAD};
+use goblin::elf::Elf;
+
+use crate::error::SimError;
+use crate::mem::PAGE_SIZE;
+use crate::symbols::SymbolTable;
+
+/// Lowest address a program may load at (page 0 stays unmapped to catch null pointers).
+pub const USER_MIN: u64 = PAGE_SIZE;
+/// Programs must load below this address (XOL pages and the stack live above).
+pub const USER_LOAD_LIMIT: u64 = 0x3000_0000;
+/// Largest total size of a program's loadable segments.
+pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// Page permissions of a loaded segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Perms {
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl Perms {
+    fn union(self, other: Perms) -> Perms {
+        Perms { read: self.read || other.read, write: self.write || other.write, exec: self.exec || other.exec }
+    }
+}
+
+/// One page of a program as loaded: its address, permissions and initial bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePage {
+    /// Page-aligned virtual address.
+    pub va: u64,
+    /// Union of the permissions of the segments touching the page.
+    pub perms: Perms,
+    /// The 4 KiB of initial contents (file bytes, zeros for `.bss`).
+    pub bytes: Box<[u8]>,
+}
+
+/// A checked program image.
+#[derive(Debug)]
+pub struct Image {
+    /// The name processes know it by (the exec path and probe key, e.g. `fib`).
+    pub name: String,
+    /// The entry point.
+    pub entry: u64,
+    /// Every page to map, in address order.
+    pub pages: Vec<ImagePage>,
+    /// The text symbols.
+    pub symbols: SymbolTable,
+}
+
+impl Image {
+    /// Parses and checks an ELF executable. Never panics on malformed input.
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<Arc<Image>, SimError> {
+        let bad = |why: String| SimError::BadElf { name: name.to_string(), why };
+        if bytes.get(..4) != Some(b"\x7fELF") {
+            return Err(bad("not an ELF file".into()));
+        }
+        let elf = Elf::parse(bytes).map_err(|e| bad(format!("malformed ELF: {e}")))?;
+        if !elf.is_64 || elf.header.e_machine != EM_RISCV || !elf.little_endian {
+            return Err(bad(format!(
+                "not a RISC-V 64 executable (machine {}, {}-bit)",
+                elf.header.e_machine,
+                if elf.is_64 { 64 } else { 32 }
+            )));
+        }
+        if elf.header.e_type != ET_EXEC {
+            return Err(bad("not a statically linked executable (ET_EXEC)".into()));
+        }
+        let mut pages: BTreeMap<u64, ImagePage> = BTreeMap::new();
+        let mut total = 0u64;
+        for ph in elf.program_headers.iter().filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0) {
+            let end = ph.p_vaddr.checked_add(ph.p_memsz).filter(|&end| end <= USER_LOAD_LIMIT);
+            let Some(end) = end.filter(|_| ph.p_vaddr >= USER_MIN) else {
+                return Err(bad(format!("segment at {:#x} lies outside the user load area", ph.p_vaddr)));
+            };
+            if ph.p_filesz > ph.p_memsz {
+                return Err(bad(format!("segment at {:#x} has filesz > memsz", ph.p_vaddr)));
+            }
+            let file = usize::try_from(ph.p_offset)
+                .ok()
+                .zip(usize::try_from(ph.p_filesz).ok())
+                .and_then(|(off, len)| bytes.get(off..off.checked_add(len)?))
+                .ok_or_else(|| bad(format!("segment at {:#x} lies outside the file", ph.p_vaddr)))?;
+            total += ph.p_memsz;
+            if total > MAX_IMAGE_BYTES {
+                return Err(bad("loadable segments exceed 64 MiB".into()));
+            }
+            let perms = Perms { read: ph.p_flags & PF_R != 0, write: ph.p_flags & PF_W != 0, exec: ph.p_flags & PF_X != 0 };
+            let mut va = ph.p_vaddr & !(PAGE_SIZE - 1);
+            while va < end {
+                let page = pages.entry(va).or_insert_with(|| ImagePage {
+                    va,
+                    perms: Perms::default(),
+                    bytes: vec![0; PAGE_SIZE as usize].into_boxed_slice(),
+                });
+                page.perms = page.perms.union(perms);
+                // Copy the part of the file bytes that falls in this page.
+                let lo = va.max(ph.p_vaddr);
+                let hi = (va + PAGE_SIZE).min(ph.p_vaddr + ph.p_filesz);
+                if lo < hi {
+                    let src = &file[(lo - ph.p_vaddr) as usize..(hi - ph.p_vaddr) as usize];
+                    page.bytes[(lo - va) as usize..(hi - va) as usize].copy_from_slice(src);
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        let entry_ok = pages.get(&(elf.entry & !(PAGE_SIZE - 1))).is_some_and(|p| p.perms.exec);
+        if !entry_ok {
+            return Err(bad(format!("entry point {:#x} is not in an executable segment", elf.entry)));
+        }
+        Ok(Arc::new(Image {
+            name: name.to_string(),
+            entry: elf.entry,
+            pages: pages.into_values().collect(),
+            symbols: SymbolTable::from_elf(&elf),
+        }))
+    }
+
+    /// The initial bytes of `len` bytes at `addr`, if every byte lies in a loaded page.
+    pub fn initial_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        for a in addr..addr.checked_add(len as u64)? {
+            let va = a & !(PAGE_SIZE - 1);
+            let i = self.pages.binary_search_by_key(&va, |p| p.va).ok()?;
+            out.push(self.pages[i].bytes[(a - va) as usize]);
+        }
+        Some(out)
+    }
+}
