@@ -40,6 +40,7 @@ pub mod regs;
 pub mod seed;
 pub mod simulate;
 mod space;
+pub mod testing;
 mod uretprobe;
 mod xol;
 

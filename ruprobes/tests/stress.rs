@@ -13,6 +13,9 @@ use ruprobes::{abi, Consumer, ConsumerId, Fault, Pid, Tid, Trap, Uprobes, UserRe
 
 const PATH: &str = "/bin/stress";
 const SITES: usize = 48;
+const MIN_ROUNDS: usize = 5000;
+/// Never unregistered by the registrars, so the hitters always find an armed probe.
+const PERMANENT: usize = TEXT + 4 * 7;
 
 /// One thread's view of a process whose memory all threads share.
 struct SharedSpace {
@@ -71,7 +74,11 @@ fn hitter(engine: &Uprobes, mem: Arc<Mutex<FakeSpace>>, tid: Tid, stop: &AtomicB
     };
     let mut rng = Lcg(tid as u64);
     let mut hits = 0;
-    while !stop.load(Ordering::Relaxed) {
+    // At least MIN_ROUNDS, then until the registrars are done.
+    for round in 0.. {
+        if round >= MIN_ROUNDS && stop.load(Ordering::Relaxed) {
+            break;
+        }
         let addr = TEXT + 4 * (rng.next() % SITES);
         if !is_breakpoint(&mem, addr) {
             continue;
@@ -160,6 +167,21 @@ fn concurrent_register_unregister_and_hits() {
         )
         .unwrap();
     let counter = Arc::new(AtomicU64::new(0));
+    let c = counter.clone();
+    let permanent = Consumer::new().on_entry(move |_, _| {
+        c.fetch_add(1, Ordering::Relaxed);
+    });
+    let permanent = engine
+        .register(
+            PATH,
+            PERMANENT,
+            permanent,
+            Some(&mut SharedSpace {
+                mem: mem.clone(),
+                tid: 1,
+            }),
+        )
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (reg_tx, reg_rx) = mpsc::channel();
@@ -198,8 +220,20 @@ fn concurrent_register_unregister_and_hits() {
         "{hits} hits, {} entry handler calls",
         counter.load(Ordering::Relaxed)
     );
-    assert!(hits > 0, "the hitters found armed probes");
+    assert!(
+        engine.stats(PATH, PERMANENT).unwrap().hits > 0,
+        "the hitters hit the permanent probe"
+    );
     assert!(counter.load(Ordering::Relaxed) > 0, "entry handlers ran");
+    engine
+        .unregister(
+            permanent,
+            Some(&mut SharedSpace {
+                mem: mem.clone(),
+                tid: 1,
+            }),
+        )
+        .unwrap();
     // Every registrar unregistered what it registered: the text is the program again.
     assert_eq!(mem.lock().unwrap().text(4 * SITES), program());
 }
