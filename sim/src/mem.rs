@@ -230,7 +230,11 @@ mod tests {
         assert!(!m.free_frame(PHYS_BASE + 1), "unaligned free is refused");
         assert_eq!(m.free_frames(), 1);
         assert_eq!(m.alloc_frame(), Some(PHYS_BASE));
-        assert_eq!(m.read_u64(PHYS_BASE + 8), Some(0), "reallocated frame is zeroed");
+        assert_eq!(
+            m.read_u64(PHYS_BASE + 8),
+            Some(0),
+            "reallocated frame is zeroed"
+        );
     }
 
     #[test]

@@ -101,7 +101,13 @@ fn leaf_slot(mem: &mut PhysMem, root: u64, va: u64, create: bool) -> Result<Opti
 
 /// Maps the 4 KiB page at `va` to the frame at `pa` with `flags` (`PTE_V` is added),
 /// allocating intermediate tables. The caller flushes the CPU's TLB afterwards.
-pub fn map_page(mem: &mut PhysMem, root: u64, va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
+pub fn map_page(
+    mem: &mut PhysMem,
+    root: u64,
+    va: u64,
+    pa: u64,
+    flags: u64,
+) -> Result<(), MapError> {
     if !is_canonical(va) || va % PAGE_SIZE != 0 {
         return Err(MapError::BadVirtAddr(va));
     }
@@ -159,17 +165,23 @@ pub fn translate(mem: &PhysMem, root: u64, va: u64) -> Option<(u64, u64)> {
 pub fn leaves(mem: &PhysMem, root: u64) -> Vec<(u64, u64, u64)> {
     let mut out = Vec::new();
     for i2 in 0..512u64 {
-        let Some(p2) = mem.read_u64(root + i2 * 8) else { break };
+        let Some(p2) = mem.read_u64(root + i2 * 8) else {
+            break;
+        };
         if p2 & PTE_V == 0 || p2 & (PTE_R | PTE_W | PTE_X) != 0 {
             continue;
         }
         for i1 in 0..512u64 {
-            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else { break };
+            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else {
+                break;
+            };
             if p1 & PTE_V == 0 || p1 & (PTE_R | PTE_W | PTE_X) != 0 {
                 continue;
             }
             for i0 in 0..512u64 {
-                let Some(p0) = mem.read_u64(pte_addr(p1) + i0 * 8) else { break };
+                let Some(p0) = mem.read_u64(pte_addr(p1) + i0 * 8) else {
+                    break;
+                };
                 if p0 & PTE_V == 0 {
                     continue;
                 }
@@ -185,12 +197,16 @@ pub fn leaves(mem: &PhysMem, root: u64) -> Vec<(u64, u64, u64)> {
 /// Frees the table frames under `root` (root included), not the mapped frames.
 pub fn free_tables(mem: &mut PhysMem, root: u64) {
     for i2 in 0..512u64 {
-        let Some(p2) = mem.read_u64(root + i2 * 8) else { break };
+        let Some(p2) = mem.read_u64(root + i2 * 8) else {
+            break;
+        };
         if p2 & PTE_V == 0 || p2 & (PTE_R | PTE_W | PTE_X) != 0 {
             continue;
         }
         for i1 in 0..512u64 {
-            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else { break };
+            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else {
+                break;
+            };
             if p1 & PTE_V != 0 && p1 & (PTE_R | PTE_W | PTE_X) == 0 {
                 mem.free_frame(pte_addr(p1));
             }
@@ -212,8 +228,14 @@ mod tests {
         let va = 0xffff_ffff_c000_0000; // canonical, high half
         let flags = PTE_R | PTE_W | PTE_U | PTE_A | PTE_D;
         map_page(&mut mem, root, va, frame, flags).unwrap();
-        assert_eq!(translate(&mem, root, va + 0x123), Some((frame + 0x123, flags | PTE_V)));
-        assert_eq!(map_page(&mut mem, root, va, frame, flags), Err(MapError::AlreadyMapped(va)));
+        assert_eq!(
+            translate(&mem, root, va + 0x123),
+            Some((frame + 0x123, flags | PTE_V))
+        );
+        assert_eq!(
+            map_page(&mut mem, root, va, frame, flags),
+            Err(MapError::AlreadyMapped(va))
+        );
         assert_eq!(leaves(&mem, root), vec![(va, frame, flags | PTE_V)]);
         assert_eq!(unmap_page(&mut mem, root, va), Some((frame, flags | PTE_V)));
         assert_eq!(translate(&mem, root, va), None);
@@ -226,9 +248,18 @@ mod tests {
         let root = new_root(&mut mem).unwrap();
         let frame = mem.alloc_frame().unwrap();
         let bad = 0x0000_0040_0000_0000;
-        assert_eq!(map_page(&mut mem, root, bad, frame, PTE_R), Err(MapError::BadVirtAddr(bad)));
-        assert_eq!(map_page(&mut mem, root, 0x1001, frame, PTE_R), Err(MapError::BadVirtAddr(0x1001)));
-        assert_eq!(map_page(&mut mem, root, 0x1000, 0x1000, PTE_R), Err(MapError::BadPhysAddr(0x1000)));
+        assert_eq!(
+            map_page(&mut mem, root, bad, frame, PTE_R),
+            Err(MapError::BadVirtAddr(bad))
+        );
+        assert_eq!(
+            map_page(&mut mem, root, 0x1001, frame, PTE_R),
+            Err(MapError::BadVirtAddr(0x1001))
+        );
+        assert_eq!(
+            map_page(&mut mem, root, 0x1000, 0x1000, PTE_R),
+            Err(MapError::BadPhysAddr(0x1000))
+        );
         assert_eq!(translate(&mem, root, bad), None);
     }
 
@@ -241,6 +272,10 @@ mod tests {
         map_page(&mut mem, root, 0x10000, frame, PTE_R).unwrap();
         map_page(&mut mem, root, 0x4000_0000, frame, PTE_R).unwrap();
         free_tables(&mut mem, root);
-        assert_eq!(mem.free_frames(), before - 1, "only the data frame stays allocated");
+        assert_eq!(
+            mem.free_frames(),
+            before - 1,
+            "only the data frame stays allocated"
+        );
     }
 }

@@ -131,14 +131,35 @@ pub struct Insn {
 
 impl Insn {
     /// The empty decode-cache slot.
-    pub const UNDECODED: Insn = Insn { op: Op::Undecoded, rd: 0, rs1: 0, rs2: 0, len: 0, imm: 0 };
+    pub const UNDECODED: Insn = Insn {
+        op: Op::Undecoded,
+        rd: 0,
+        rs1: 0,
+        rs2: 0,
+        len: 0,
+        imm: 0,
+    };
 
     fn new(op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32, len: u8) -> Insn {
-        Insn { op, rd: rd as u8, rs1: rs1 as u8, rs2: rs2 as u8, len, imm }
+        Insn {
+            op,
+            rd: rd as u8,
+            rs1: rs1 as u8,
+            rs2: rs2 as u8,
+            len,
+            imm,
+        }
     }
 
     fn illegal(raw: u32, len: u8) -> Insn {
-        Insn { op: Op::Illegal, rd: 0, rs1: 0, rs2: 0, len, imm: raw as i32 }
+        Insn {
+            op: Op::Illegal,
+            rd: 0,
+            rs1: 0,
+            rs2: 0,
+            len,
+            imm: raw as i32,
+        }
     }
 }
 
@@ -302,8 +323,15 @@ pub fn decode32(raw: u32) -> Insn {
                         Op::ScW
                     }
                 }
-                amo::ADD | amo::SWAP | amo::XOR | amo::OR | amo::AND | amo::MIN | amo::MAX
-                | amo::MINU | amo::MAXU => {
+                amo::ADD
+                | amo::SWAP
+                | amo::XOR
+                | amo::OR
+                | amo::AND
+                | amo::MIN
+                | amo::MAX
+                | amo::MINU
+                | amo::MAXU => {
                     if wide {
                         Op::AmoD
                     } else {
@@ -445,7 +473,10 @@ mod tests {
     #[test]
     fn decodes_representative_32bit_forms() {
         // addi a0, a0, -1
-        assert_eq!(decode32(0xfff5_0513), Insn::new(Op::Addi, 10, 10, 31, -1, 4));
+        assert_eq!(
+            decode32(0xfff5_0513),
+            Insn::new(Op::Addi, 10, 10, 31, -1, 4)
+        );
         // jal ra, -4 (0xffdff0ef)
         let j = decode32(0xffdf_f0ef);
         assert_eq!((j.op, j.rd, j.imm), (Op::Jal, 1, -4));

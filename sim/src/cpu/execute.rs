@@ -123,7 +123,10 @@ impl Cpu {
             Op::LrW | Op::LrD => {
                 let size = if i.op == Op::LrW { 4 } else { 8 };
                 if rs1 % size as u64 != 0 {
-                    return Err(Stop::Misaligned { access: Access::Load, addr: rs1 });
+                    return Err(Stop::Misaligned {
+                        access: Access::Load,
+                        addr: rs1,
+                    });
                 }
                 let v = self.load(mem, rs1, size)?;
                 self.reservation = Some(rs1);
@@ -136,7 +139,10 @@ impl Cpu {
             Op::ScW | Op::ScD => {
                 let size = if i.op == Op::ScW { 4 } else { 8 };
                 if rs1 % size as u64 != 0 {
-                    return Err(Stop::Misaligned { access: Access::Store, addr: rs1 });
+                    return Err(Stop::Misaligned {
+                        access: Access::Store,
+                        addr: rs1,
+                    });
                 }
                 let ok = self.reservation == Some(rs1);
                 if ok {
@@ -148,7 +154,10 @@ impl Cpu {
             Op::AmoW | Op::AmoD => {
                 let size = if i.op == Op::AmoW { 4 } else { 8 };
                 if rs1 % size as u64 != 0 {
-                    return Err(Stop::Misaligned { access: Access::Store, addr: rs1 });
+                    return Err(Stop::Misaligned {
+                        access: Access::Store,
+                        addr: rs1,
+                    });
                 }
                 // Check write permission first: an AMO faults as a store even on its read.
                 self.translate(mem, rs1, Access::Store)?;

@@ -14,10 +14,19 @@ pub struct Tlb {
     frames: [usize; ENTRIES],
 }
 
+impl Default for Tlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
-        Tlb { tags: [INVALID; ENTRIES], frames: [0; ENTRIES] }
+        Tlb {
+            tags: [INVALID; ENTRIES],
+            frames: [0; ENTRIES],
+        }
     }
 
     /// The frame offset cached for virtual page number `vpn`.
