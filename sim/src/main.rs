@@ -1,0 +1,282 @@
+//! `ruprobes-sim`: run RISC-V programs in the simulator, with bpftrace-like probes.
+//!
+//! ```text
+//! ruprobes-sim trace PROG -p SPEC [-p SPEC ...] [--quiet] [--json] [--max-insns N]
+//! ruprobes-sim run PROG [--max-insns N]
+//! ruprobes-sim scenarios [NAME ...]
+//! ruprobes-sim                      # traces the bundled fib demo
+//! ```
+//!
+//! Output of `trace`: the program's output as it is written, then a report on stdout after
+//! a `--- trace` header line: the trace (unless `--quiet`), a per-probe table and, for each
+//! return probe, a log2 histogram of function latency in instructions (entry to return).
+//! `--json` prints one JSON document instead. `run` and `trace` exit with the program's exit
+//! code, or 128 + N if it was killed by signal N, like `qemu-riscv64`.
+//!
+//! Errors are one line on stderr starting with `error:`; the exit code is 2 for a bad
+//! command line (including a malformed probe spec) and 1 for anything else.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ruprobes_sim::machine::{Config, Histogram, Machine, ProbeReport, ProbeRole, RunResult};
+use ruprobes_sim::{scenario, SimError};
+
+/// The demo traced when no arguments are given.
+const DEMO_ELF: &[u8] = include_bytes!("../../fixtures/bin/fib.elf");
+const DEMO_PROBES: [&str; 2] = ["uprobe:fib", "uretprobe:fib"];
+
+/// Run RISC-V (RV64IMAC) programs in a simulator with ruprobes uprobes.
+#[derive(Parser, Debug)]
+#[command(name = "ruprobes-sim", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a program with probes and print its output, the trace and probe statistics.
+    Trace {
+        /// The RISC-V ELF executable; its file stem is its path for probes (e.g. `fib`).
+        prog: PathBuf,
+        /// A probe: uprobe:SYM, uprobe:SYM+OFF, uprobe:0xADDR, uretprobe:SYM, uretprobe:0xADDR
+        /// (SYM may end in `*`: every symbol with that prefix).
+        #[arg(short = 'p', long = "probe", value_name = "SPEC")]
+        probes: Vec<String>,
+        /// Do not print the trace lines (only the table and histograms).
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print one JSON document (output, trace, statistics, histograms).
+        #[arg(long)]
+        json: bool,
+        /// Instruction budget of the whole run.
+        #[arg(long, value_name = "N")]
+        max_insns: Option<u64>,
+    },
+    /// Run a program without probes.
+    Run {
+        /// The RISC-V ELF executable.
+        prog: PathBuf,
+        /// Instruction budget of the whole run.
+        #[arg(long, value_name = "N")]
+        max_insns: Option<u64>,
+    },
+    /// Print the canonical scenarios' traces in the QEMU test kernel's block format.
+    Scenarios {
+        /// Scenario names (all when none).
+        names: Vec<String>,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<SimError> for Failure {
+    fn from(e: SimError) -> Self {
+        let code = if matches!(e, SimError::BadSpec { .. }) { 2 } else { 1 };
+        Failure { message: e.to_string(), code }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad command line");
+            eprintln!("{}", first.trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        None => trace_demo(),
+        Some(Command::Trace { prog, probes, quiet, json, max_insns }) => {
+            read_program(&prog).and_then(|(name, elf)| trace(&name, &elf, &probes, quiet, json, max_insns))
+        }
+        Some(Command::Run { prog, max_insns }) => read_program(&prog).and_then(|(name, elf)| run(&name, &elf, max_insns)),
+        Some(Command::Scenarios { names }) => scenarios(&names),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// The program's bytes and its name (the file stem).
+fn read_program(path: &Path) -> Result<(String, Vec<u8>), Failure> {
+    let elf = std::fs::read(path).map_err(|e| SimError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "prog".into());
+    Ok((name, elf))
+}
+
+fn config(max_insns: Option<u64>, echo: bool) -> Config {
+    let default = Config::default();
+    Config { max_insns: max_insns.unwrap_or(default.max_insns), echo_stdout: echo, ..default }
+}
+
+fn trace_demo() -> Result<u8, Failure> {
+    println!("ruprobes-sim demo: trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib (see --help)");
+    let probes: Vec<String> = DEMO_PROBES.iter().map(|s| s.to_string()).collect();
+    trace("fib", DEMO_ELF, &probes, false, false, None)
+}
+
+fn run(name: &str, elf: &[u8], max_insns: Option<u64>) -> Result<u8, Failure> {
+    let mut machine = Machine::new(config(max_insns, true));
+    machine.load(name, elf)?;
+    let result = machine.run()?;
+    Ok(result.status.shell_code() as u8)
+}
+
+fn trace(name: &str, elf: &[u8], specs: &[String], quiet: bool, json: bool, max_insns: Option<u64>) -> Result<u8, Failure> {
+    let mut machine = Machine::new(config(max_insns, !json));
+    machine.load(name, elf)?;
+    for spec in specs {
+        machine.add_probes(spec)?;
+    }
+    let result = machine.run()?;
+    let code = result.status.shell_code() as u8;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    // A closed stdout (e.g. `| head`) ends the report early; the exit code still counts.
+    let _ = if json { write_json(&mut out, name, &result) } else { write_report(&mut out, &machine, &result, quiet) };
+    let _ = out.flush();
+    Ok(code)
+}
+
+fn write_report(out: &mut impl Write, machine: &Machine, result: &RunResult, quiet: bool) -> std::io::Result<()> {
+    if !result.stdout.is_empty() && !result.stdout.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    if !quiet {
+        writeln!(out, "--- trace ({} events)", result.trace.len())?;
+        for event in &result.trace {
+            writeln!(out, "{event}")?;
+        }
+    }
+    writeln!(out, "--- probes")?;
+    let spec_width = result.probes.iter().map(|p| p.spec.len()).max().unwrap_or(4).max(4);
+    writeln!(out, "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}", "SPEC", "ADDRESS", "LOCATION", "HITS", "RETURNS", "MISSED")?;
+    for p in &result.probes {
+        let location = location(machine, p.addr);
+        let s = p.stats;
+        writeln!(
+            out,
+            "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}",
+            p.spec,
+            format!("{:#x}", p.addr),
+            location,
+            s.hits,
+            s.returns,
+            s.missed
+        )?;
+    }
+    for p in result.probes.iter().filter(|p| p.role == ProbeRole::Return) {
+        if let Some(histogram) = &p.latency {
+            writeln!(out, "--- latency of {} at {} (instructions, entry to return)", p.spec, location(machine, p.addr))?;
+            write_histogram(out, histogram)?;
+        }
+    }
+    for line in &result.diagnostics {
+        writeln!(out, "--- kernel: {line}")?;
+    }
+    writeln!(out, "--- {} after {} instructions", status_text(result), result.instructions)?;
+    Ok(())
+}
+
+fn status_text(result: &RunResult) -> String {
+    match result.status {
+        ruprobes_sim::kernel::ExitStatus::Exited(code) => format!("exit {code}"),
+        ruprobes_sim::kernel::ExitStatus::Killed(signal) => match ruprobes_trace::signal_name(signal) {
+            Some(name) => format!("killed by {name}"),
+            None => format!("killed by signal {signal}"),
+        },
+    }
+}
+
+fn location(machine: &Machine, addr: u64) -> String {
+    let symbol = machine.main_image().and_then(|image| image.symbols.lookup(addr).map(|(n, off)| (n.clone(), off)));
+    match symbol {
+        Some((name, 0)) => name.to_string(),
+        Some((name, off)) => format!("{name}+{off:#x}"),
+        None => "?".into(),
+    }
+}
+
+fn write_histogram(out: &mut impl Write, histogram: &Histogram) -> std::io::Result<()> {
+    if histogram.count() == 0 {
+        return writeln!(out, "(no completed calls)");
+    }
+    let max = histogram.buckets.iter().copied().max().unwrap_or(1).max(1);
+    let first = histogram.buckets.iter().position(|&c| c > 0).unwrap_or(0);
+    for (i, &count) in histogram.buckets.iter().enumerate().skip(first) {
+        let (lo, hi) = Histogram::range(i);
+        let bar = "@".repeat(((count * 40).div_ceil(max)) as usize);
+        let range = if hi == lo + 1 { format!("[{lo}]") } else { format!("[{lo}, {hi})") };
+        writeln!(out, "{range:<20} {count:>8} |{bar:<40}|")?;
+    }
+    Ok(())
+}
+
+fn write_json(out: &mut impl Write, name: &str, result: &RunResult) -> std::io::Result<()> {
+    let probes: Vec<serde_json::Value> = result.probes.iter().map(probe_json).collect();
+    let doc = serde_json::json!({
+        "program": name,
+        "output": String::from_utf8_lossy(&result.stdout),
+        "status": result.status,
+        "exit_code": result.status.shell_code(),
+        "instructions": result.instructions,
+        "trace": result.trace,
+        "probes": probes,
+        "diagnostics": result.diagnostics,
+    });
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+fn probe_json(p: &ProbeReport) -> serde_json::Value {
+    let histogram = p.latency.as_ref().map(|h| {
+        h.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &count)| {
+                let (lo, hi) = Histogram::range(i);
+                serde_json::json!({ "lo": lo, "hi": hi, "count": count })
+            })
+            .collect::<Vec<_>>()
+    });
+    serde_json::json!({
+        "spec": p.spec,
+        "addr": p.addr,
+        "role": p.role,
+        "hits": p.stats.hits,
+        "returns": p.stats.returns,
+        "missed": p.stats.missed,
+        "latency_histogram": histogram,
+    })
+}
+
+fn scenarios(names: &[String]) -> Result<u8, Failure> {
+    let selected = scenario::select(names).map_err(|n| Failure { message: format!("no scenario named '{n}'"), code: 2 })?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for s in selected {
+        let block = scenario::render(s).map_err(|e| Failure { message: format!("scenario {}: {e}", s.name), code: 1 })?;
+        let _ = out.write_all(block.as_bytes());
+    }
+    let _ = out.flush();
+    Ok(0)
+}
