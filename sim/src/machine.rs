@@ -293,6 +293,8 @@ pub struct Machine {
     pub(crate) main_status: Option<ExitStatus>,
     pub(crate) last_exit_regs: Option<Regs>,
     pc_counts: HashMap<u64, u64>,
+    /// Breakpoint traps taken so far (ours and not ours), for the performance report.
+    breakpoint_traps: u64,
 }
 
 impl Default for Machine {
@@ -322,6 +324,7 @@ impl Machine {
             main_status: None,
             last_exit_regs: None,
             pc_counts: HashMap::new(),
+            breakpoint_traps: 0,
             config,
         }
     }
@@ -401,6 +404,12 @@ impl Machine {
     /// How often each pc executed (with [`Config::count_pcs`]).
     pub fn pc_counts(&self) -> &HashMap<u64, u64> {
         &self.pc_counts
+    }
+
+    /// Breakpoint traps taken so far (every `ebreak` that stopped the CPU: probe hits,
+    /// out-of-line step ends, return trampolines and breakpoints that are not ours).
+    pub fn breakpoint_traps(&self) -> u64 {
+        self.breakpoint_traps
     }
 
     /// The registers of the process that exited last, at its `exit` call (pc at the ecall)
@@ -747,6 +756,7 @@ impl Machine {
 
     /// The breakpoint trap: the engine's, or SIGTRAP.
     fn breakpoint(&mut self) {
+        self.breakpoint_traps += 1;
         let Some(pid) = self.kernel.current else { return };
         let handled = self.with_engine(pid, |call, cpu| match call {
             EngineCall::Own(engine, space) => {
