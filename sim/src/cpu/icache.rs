@@ -12,12 +12,10 @@ use crate::mem::{PhysMem, PAGE_SIZE};
 pub const SLOTS: usize = PAGE_SIZE as usize / 2;
 const NONE: u32 = u32::MAX;
 
-/// Predecoded instructions of one frame.
-pub struct DecodedPage {
+/// Which frame a decoded page holds, and the frame generation it was decoded at.
+struct DecodedPage {
     frame: usize,
     gen: u32,
-    /// The instruction starting at each parcel offset.
-    pub slots: Box<[Insn]>,
 }
 
 /// Predecoded pages, indexed by frame.
@@ -26,13 +24,17 @@ pub struct DecodeCache {
     /// frame index -> index into `pages`, or `NONE`.
     by_frame: Vec<u32>,
     /// Pages in use or recycled (listed in `spare`).
-    pub pages: Vec<DecodedPage>,
+    pages: Vec<DecodedPage>,
+    /// `SLOTS` instructions per page, one per parcel offset, all pages back to back (one
+    /// flat array keeps the fetch path to a single indexed load).
+    pub slots: Vec<Insn>,
     spare: Vec<u32>,
     seen_code_gen: u64,
 }
 
 impl DecodeCache {
-    /// Index into `pages` of the decoded page for `frame`, creating an empty one.
+    /// Index of the decoded page for `frame` (its slots start at `index * SLOTS`),
+    /// creating an empty one.
     pub fn page_for(&mut self, mem: &mut PhysMem, frame: usize) -> usize {
         if frame >= self.by_frame.len() {
             self.by_frame.resize(frame + 1, NONE);
@@ -50,11 +52,8 @@ impl DecodeCache {
                 i as usize
             }
             None => {
-                self.pages.push(DecodedPage {
-                    frame,
-                    gen,
-                    slots: vec![Insn::UNDECODED; SLOTS].into_boxed_slice(),
-                });
+                self.pages.push(DecodedPage { frame, gen });
+                self.slots.resize(self.pages.len() * SLOTS, Insn::UNDECODED);
                 self.pages.len() - 1
             }
         };
@@ -91,7 +90,8 @@ impl DecodeCache {
     }
 
     fn release(&mut self, frame: usize, index: u32) {
-        self.pages[index as usize].slots.fill(Insn::UNDECODED);
+        let start = index as usize * SLOTS;
+        self.slots[start..start + SLOTS].fill(Insn::UNDECODED);
         self.by_frame[frame] = NONE;
         self.spare.push(index);
     }

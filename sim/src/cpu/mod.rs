@@ -199,7 +199,7 @@ impl Cpu {
             self.cur_vpn = vpn;
         }
         let slot = ((self.pc & (PAGE_SIZE - 1)) >> 1) as usize;
-        let insn = self.icache.pages[self.cur_page].slots[slot & (icache::SLOTS - 1)];
+        let insn = self.icache.slots[self.cur_page * icache::SLOTS + slot];
         if insn.op != Op::Undecoded {
             return Ok(insn);
         }
@@ -223,7 +223,7 @@ impl Cpu {
             let hi = u16::from_le_bytes([bytes[next], bytes[next + 1]]);
             return Ok(decode32(lo as u32 | (hi as u32) << 16));
         };
-        self.icache.pages[self.cur_page].slots[slot] = insn;
+        self.icache.slots[self.cur_page * icache::SLOTS + slot] = insn;
         Ok(insn)
     }
 
@@ -289,7 +289,7 @@ impl Cpu {
         if off + size <= PAGE_SIZE as usize {
             let frame = self.translate(mem, va, Access::Store)?;
             self.note_store(mem, frame);
-            mem.bytes_mut()[frame + off..frame + off + size].copy_from_slice(&bytes[..size]);
+            write_le(&mut mem.bytes_mut()[frame + off..frame + off + size], value);
         } else {
             let first = self.translate(mem, va, Access::Store)?;
             let boundary = (va | (PAGE_SIZE - 1)).wrapping_add(1);
@@ -314,6 +314,19 @@ impl Cpu {
                 self.cur_vpn = NO_PAGE;
             }
         }
+    }
+}
+
+/// Writes the low `dst.len()` (1, 2, 4 or 8) bytes of `value` little-endian; constant-size
+/// copies keep the store path free of `memcpy` calls.
+#[inline(always)]
+fn write_le(dst: &mut [u8], value: u64) {
+    match dst.len() {
+        1 => dst[0] = value as u8,
+        2 => dst.copy_from_slice(&(value as u16).to_le_bytes()),
+        4 => dst.copy_from_slice(&(value as u32).to_le_bytes()),
+        8 => dst.copy_from_slice(&value.to_le_bytes()),
+        n => dst.copy_from_slice(&value.to_le_bytes()[..n]),
     }
 }
 
