@@ -3,7 +3,7 @@
 //!
 //! Each case: a random register file, a random 4 KiB data page, and up to 24 random
 //! instructions (ALU, M, W forms, compressed forms, loads/stores into the data page,
-//! forward branches and jumps to instruction boundaries inside the sequence). Three
+//! AMOs, forward branches and jumps to instruction boundaries inside the sequence). Three
 //! registers (sp, s0, t6) hold the data page address and are never written, so every
 //! memory access stays in the data page; everything else is random.
 //!
@@ -26,7 +26,7 @@ const PAGE: usize = 4096;
 const EBREAK: u32 = 0x0010_0073;
 /// Registers holding `DATA`, never written by generated code.
 const BASES: [u32; 3] = [2, 8, 31];
-const CASES: u64 = 4000;
+const CASES: u64 = 20_000;
 const MAX_LEN: usize = 24;
 
 /// xorshift64*: deterministic, so a failing seed reproduces.
@@ -176,12 +176,27 @@ fn mem16(rng: &mut Rng) -> u16 {
     }
 }
 
+/// A random AMO (not LR/SC) on the first doubleword of the data page.
+fn amo(rng: &mut Rng) -> u32 {
+    let f5 = [0x00, 0x01, 0x04, 0x08, 0x0c, 0x10, 0x14, 0x18, 0x1c][rng.below(9) as usize];
+    let f3 = 2 + rng.below(2) as u32;
+    let rd = loop {
+        let r = rng.reg();
+        if !BASES.contains(&r) {
+            break r;
+        }
+    };
+    let base = BASES[rng.below(3) as usize];
+    f5 << 27 | rng.reg() << 20 | base << 15 | f3 << 12 | rd << 7 | 0x2f
+}
+
 fn random_sequence(rng: &mut Rng) -> Vec<Item> {
     let n = 1 + rng.below(MAX_LEN as u64) as usize;
     (0..n)
         .map(|i| {
             let target = i + 1 + rng.below((n - i) as u64) as usize; // later, or the end
-            match rng.below(16) {
+            match rng.below(17) {
+                16 => Item::Word(amo(rng)),
                 0..=4 => Item::Word(alu32(rng)),
                 5..=7 => Item::Half(alu16(rng)),
                 8 | 9 => Item::Word(mem32(rng)),

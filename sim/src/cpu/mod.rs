@@ -61,7 +61,7 @@ pub enum Stop {
         /// The instruction bits.
         raw: u32,
     },
-    /// A misaligned LR/SC/AMO.
+    /// A misaligned LR/SC/AMO, or an odd `pc` set from outside (`access` is `Fetch`).
     Misaligned {
         /// What kind of access it was.
         access: Access,
@@ -165,6 +165,14 @@ impl Cpu {
     pub fn run(&mut self, mem: &mut PhysMem, budget: u64) -> Stop {
         if self.icache.sync(mem) {
             self.cur_vpn = NO_PAGE;
+        }
+        // Guest control transfers keep pc even (jalr clears bit 0, offsets are even), so
+        // only a pc set from outside can be odd: check it once here, not per instruction.
+        if self.pc & 1 != 0 {
+            return Stop::Misaligned {
+                access: Access::Fetch,
+                addr: self.pc,
+            };
         }
         let mut left = budget;
         let stop = loop {

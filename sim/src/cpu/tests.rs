@@ -553,3 +553,48 @@ fn user_counters_are_readable_and_other_csrs_are_not() {
         assert_eq!(m.cpu.pc, CODE);
     }
 }
+
+#[test]
+fn odd_pc_set_from_outside_is_a_misaligned_fetch() {
+    let mut m = Machine::new(counting_loop());
+    m.cpu.pc = CODE + 1;
+    assert_eq!(
+        m.run(),
+        Stop::Misaligned {
+            access: Access::Fetch,
+            addr: CODE + 1
+        }
+    );
+    assert_eq!(m.cpu.pc, CODE + 1);
+    assert_eq!(m.cpu.instret(), 0);
+}
+
+#[test]
+fn page_table_change_needs_and_gets_a_tlb_flush() {
+    let mut m = Machine::new(Asm::default().w(ld(A0, A1, 0)).w(ECALL));
+    m.cpu.x[A1 as usize] = DATA;
+    m.poke(DATA, &7u64.to_le_bytes());
+    assert_eq!(m.run(), Stop::Ecall);
+    assert_eq!(m.cpu.x[A0 as usize], 7);
+    // Remap DATA to a fresh frame holding 9.
+    crate::sv39::unmap_page(&mut m.mem, m.root, DATA);
+    let frame = m.map(DATA, RW); // map() flushes the TLB
+    assert!(m.mem.write_u64(frame, 9));
+    m.cpu.pc = CODE;
+    assert_eq!(m.run(), Stop::Ecall);
+    assert_eq!(
+        m.cpu.x[A0 as usize], 9,
+        "the flushed TLB sees the new mapping"
+    );
+    // Unmapped without telling the CPU is the kernel's bug; after the flush it faults.
+    crate::sv39::unmap_page(&mut m.mem, m.root, DATA);
+    m.cpu.flush_tlb();
+    m.cpu.pc = CODE;
+    assert_eq!(
+        m.run(),
+        Stop::PageFault {
+            access: Access::Load,
+            addr: DATA
+        }
+    );
+}
