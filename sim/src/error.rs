@@ -66,7 +66,10 @@ impl fmt::Display for SimError {
             SimError::BadElf { name, why } => write!(f, "{name}: {why}"),
             SimError::BadSpec { spec, why } => write!(f, "bad probe spec '{spec}': {why}"),
             SimError::UnknownSymbol { spec, symbol } => {
-                write!(f, "probe '{spec}': no function symbol '{symbol}' in the program")
+                write!(
+                    f,
+                    "probe '{spec}': no function symbol '{symbol}' in the program"
+                )
             }
             SimError::Probe { spec, error } => write!(f, "probe '{spec}': {error}"),
             SimError::UnknownProbe(id) => write!(f, "no probe with id {id}"),

@@ -61,7 +61,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { mem_bytes: 64 << 20, max_insns: 2_000_000_000, echo_stdout: false, count_pcs: false, seed: false }
+        Config {
+            mem_bytes: 64 << 20,
+            max_insns: 2_000_000_000,
+            echo_stdout: false,
+            count_pcs: false,
+            seed: false,
+        }
     }
 }
 
@@ -77,7 +83,10 @@ pub struct UnregisterQueue(Arc<Mutex<Vec<ProbeId>>>);
 impl UnregisterQueue {
     /// Asks the machine to unregister `id` once the current trap is handled.
     pub fn push(&self, id: ProbeId) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(id);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
     }
 
     fn take(&self) -> Vec<ProbeId> {
@@ -98,7 +107,11 @@ pub struct Stats {
 
 impl From<ruprobes::ProbeStats> for Stats {
     fn from(s: ruprobes::ProbeStats) -> Self {
-        Stats { hits: s.hits, returns: s.returns, missed: s.missed }
+        Stats {
+            hits: s.hits,
+            returns: s.returns,
+            missed: s.missed,
+        }
     }
 }
 
@@ -149,7 +162,9 @@ impl Latency {
     /// Matches the return with the call made at the same stack depth; calls deeper than it
     /// (skipped by a longjmp, or missed beyond the depth limit) are dropped.
     fn exit(&mut self, tid: usize, sp: usize, now: u64) {
-        let Some(stack) = self.stacks.get_mut(&tid) else { return };
+        let Some(stack) = self.stacks.get_mut(&tid) else {
+            return;
+        };
         while let Some(&(entry_sp, start)) = stack.last() {
             stack.pop();
             if entry_sp >= sp {
@@ -311,7 +326,11 @@ impl Machine {
             mem: PhysMem::new(frames),
             cpu: Cpu::new(),
             kernel: Kernel::new(),
-            engine: if config.seed { Engine::Seed } else { Engine::Own(Uprobes::new()) },
+            engine: if config.seed {
+                Engine::Seed
+            } else {
+                Engine::Own(Uprobes::new())
+            },
             faults: FaultInjection::none(),
             trace: TraceSink::default(),
             images: HashMap::new(),
@@ -341,7 +360,10 @@ impl Machine {
         if let Some(image) = self.images.get(name) {
             return Ok(image.clone());
         }
-        let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !plain {
             return Err(SimError::UnknownImage(name.to_string()));
         }
@@ -357,7 +379,9 @@ impl Machine {
         }
         let image = self.add_image(name, elf)?;
         let aspace = AddressSpace::with_image(&mut self.mem, &image)?;
-        let pid = self.kernel.spawn(None, image.clone(), aspace, initial_regs(image.entry));
+        let pid = self
+            .kernel
+            .spawn(None, image.clone(), aspace, initial_regs(image.entry));
         self.main_image = Some(image);
         self.exec_hook(pid);
         Ok(pid)
@@ -430,7 +454,10 @@ impl Machine {
         let mut buf = vec![0; len];
         proc.aspace
             .read(&self.mem, addr, &mut buf, Access::Kernel)
-            .map_err(|f| SimError::Probe { spec: format!("{:#x}", f.addr), error: ruprobes::Error::ReadFault(f) })?;
+            .map_err(|f| SimError::Probe {
+                spec: format!("{:#x}", f.addr),
+                error: ruprobes::Error::ReadFault(f),
+            })?;
         Ok(buf)
     }
 
@@ -448,18 +475,28 @@ impl Machine {
     /// ([`ruprobes::Error::Unsupported`]) are skipped.
     pub fn add_probes(&mut self, spec: &str) -> Result<Vec<ProbeId>, SimError> {
         let parsed = ProbeSpec::parse(spec).map_err(|e| bad_spec(spec, e))?;
-        let Target::Symbol(name, 0) = parsed.target else { return self.add_probe(spec).map(|id| vec![id]) };
-        let Some(prefix) = name.strip_suffix('*') else { return self.add_probe(spec).map(|id| vec![id]) };
+        let Target::Symbol(name, 0) = parsed.target else {
+            return self.add_probe(spec).map(|id| vec![id]);
+        };
+        let Some(prefix) = name.strip_suffix('*') else {
+            return self.add_probe(spec).map(|id| vec![id]);
+        };
         let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
         let addrs: Vec<u64> = image.symbols.with_prefix(prefix).map(|s| s.addr).collect();
         if addrs.is_empty() {
-            return Err(SimError::UnknownSymbol { spec: spec.to_string(), symbol: name.to_string() });
+            return Err(SimError::UnknownSymbol {
+                spec: spec.to_string(),
+                symbol: name.to_string(),
+            });
         }
         let mut ids = Vec::new();
         for addr in addrs {
             match self.add_resolved(spec, parsed.kind, addr) {
                 Ok(id) => ids.push(id),
-                Err(SimError::Probe { error: ruprobes::Error::Unsupported { .. }, .. }) => {}
+                Err(SimError::Probe {
+                    error: ruprobes::Error::Unsupported { .. },
+                    ..
+                }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -472,10 +509,13 @@ impl Machine {
         let addr = match parsed.target {
             Target::Addr(addr) => addr,
             Target::Symbol(name, off) => {
-                let base = image.symbols.resolve(name).ok_or_else(|| SimError::UnknownSymbol {
-                    spec: spec.to_string(),
-                    symbol: name.to_string(),
-                })?;
+                let base = image
+                    .symbols
+                    .resolve(name)
+                    .ok_or_else(|| SimError::UnknownSymbol {
+                        spec: spec.to_string(),
+                        symbol: name.to_string(),
+                    })?;
                 base.checked_add(off).ok_or_else(|| SimError::BadSpec {
                     spec: spec.to_string(),
                     why: "offset overflows".into(),
@@ -485,7 +525,12 @@ impl Machine {
         Ok((parsed.kind, addr))
     }
 
-    fn add_resolved(&mut self, spec: &str, kind: ProbeKind, addr: u64) -> Result<ProbeId, SimError> {
+    fn add_resolved(
+        &mut self,
+        spec: &str,
+        kind: ProbeKind,
+        addr: u64,
+    ) -> Result<ProbeId, SimError> {
         let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
         let loc = location(&image, addr);
         let sink = self.trace.clone();
@@ -495,11 +540,19 @@ impl Machine {
                 let consumer = Consumer::new()
                     .on_entry(move |regs, hit| {
                         let args = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
-                        sink.push(TraceEvent::Hit { pid: hit.pid as u64, at: at.clone(), args });
+                        sink.push(TraceEvent::Hit {
+                            pid: hit.pid as u64,
+                            at: at.clone(),
+                            args,
+                        });
                     })
                     .on_post(move |regs, hit| {
                         let next = regs.pc() as u64;
-                        post_sink.push(TraceEvent::Post { pid: hit.pid as u64, at: post_at.clone(), next });
+                        post_sink.push(TraceEvent::Post {
+                            pid: hit.pid as u64,
+                            at: post_at.clone(),
+                            next,
+                        });
                     });
                 (consumer, ProbeRole::Entry, None)
             }
@@ -514,7 +567,11 @@ impl Machine {
                     })
                     .on_return(move |regs, ret| {
                         let value = regs.reg(abi::A0) as u64;
-                        sink.push(TraceEvent::Return { pid: ret.pid as u64, func: loc.clone(), value });
+                        sink.push(TraceEvent::Return {
+                            pid: ret.pid as u64,
+                            func: loc.clone(),
+                            value,
+                        });
                         let now = clock_out.load(Ordering::Relaxed);
                         lock(&on_return).exit(ret.tid, regs.reg(abi::SP), now);
                     });
@@ -526,14 +583,31 @@ impl Machine {
 
     /// Adds a caller-made consumer at `addr` of the main program.
     pub fn register(&mut self, addr: u64, consumer: Consumer) -> Result<ProbeId, SimError> {
-        let path = self.main_image.as_ref().ok_or(SimError::NoProcess)?.name.clone();
+        let path = self
+            .main_image
+            .as_ref()
+            .ok_or(SimError::NoProcess)?
+            .name
+            .clone();
         self.register_at(&path, addr, consumer)
     }
 
     /// Adds a caller-made consumer at `addr` of the program `path` (e.g. a program that a
     /// child `exec`s).
-    pub fn register_at(&mut self, path: &str, addr: u64, consumer: Consumer) -> Result<ProbeId, SimError> {
-        self.register_consumer(&format!("{addr:#x}"), path, addr, consumer, ProbeRole::Custom, None)
+    pub fn register_at(
+        &mut self,
+        path: &str,
+        addr: u64,
+        consumer: Consumer,
+    ) -> Result<ProbeId, SimError> {
+        self.register_consumer(
+            &format!("{addr:#x}"),
+            path,
+            addr,
+            consumer,
+            ProbeRole::Custom,
+            None,
+        )
     }
 
     fn register_consumer(
@@ -546,13 +620,16 @@ impl Machine {
         latency: Option<Arc<Mutex<Latency>>>,
     ) -> Result<ProbeId, SimError> {
         let Engine::Own(engine) = &self.engine else {
-            return Err(SimError::Unavailable("per-machine probes in seed mode (use ruprobes::seed)"));
+            return Err(SimError::Unavailable(
+                "per-machine probes in seed mode (use ruprobes::seed)",
+            ));
         };
         let target = self.process_running(path);
         let result = match target {
             Some(pid) => {
                 let proc = self.kernel.procs.get_mut(&pid).ok_or(SimError::NoProcess)?;
-                let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
+                let mut space =
+                    SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
                 let result = engine.register(path, addr as usize, consumer, Some(&mut space));
                 if space.page_table_changed() {
                     self.cpu.flush_tlb();
@@ -561,7 +638,10 @@ impl Machine {
             }
             None => engine.register(path, addr as usize, consumer, None),
         };
-        let id = result.map_err(|error| SimError::Probe { spec: spec.to_string(), error })?;
+        let id = result.map_err(|error| SimError::Probe {
+            spec: spec.to_string(),
+            error,
+        })?;
         self.sync_others(path, target);
         self.probes.push(ProbeRecord {
             spec: spec.to_string(),
@@ -578,7 +658,9 @@ impl Machine {
     /// Removes a probe (also in the middle of a run); its counters are kept for the report.
     pub fn unregister(&mut self, id: ProbeId) -> Result<(), SimError> {
         let Engine::Own(engine) = &self.engine else {
-            return Err(SimError::Unavailable("per-machine probes in seed mode (use ruprobes::seed)"));
+            return Err(SimError::Unavailable(
+                "per-machine probes in seed mode (use ruprobes::seed)",
+            ));
         };
         let record = self.probes.get(id.0).ok_or(SimError::UnknownProbe(id.0))?;
         let consumer = record.consumer.ok_or(SimError::UnknownProbe(id.0))?;
@@ -588,7 +670,8 @@ impl Machine {
         let result = match target {
             Some(pid) => {
                 let proc = self.kernel.procs.get_mut(&pid).ok_or(SimError::NoProcess)?;
-                let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
+                let mut space =
+                    SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
                 engine.unregister(consumer, Some(&mut space))
             }
             None => engine.unregister(consumer, None),
@@ -605,7 +688,9 @@ impl Machine {
     pub fn stats(&self, id: ProbeId) -> Option<Stats> {
         let record = self.probes.get(id.0)?;
         match (&self.engine, record.consumer) {
-            (Engine::Own(engine), Some(_)) => engine.stats(&record.path, record.addr as usize).map(Stats::from),
+            (Engine::Own(engine), Some(_)) => engine
+                .stats(&record.path, record.addr as usize)
+                .map(Stats::from),
             _ => record.frozen,
         }
     }
@@ -631,26 +716,41 @@ impl Machine {
     /// The live process running `path`: the current one if it does, else the lowest pid.
     fn process_running(&self, path: &str) -> Option<Pid> {
         let runs = |pid: &Pid| {
-            self.kernel.procs.get(pid).is_some_and(|p| p.image.name == path && !matches!(p.state, ProcState::Zombie(_)))
+            self.kernel
+                .procs
+                .get(pid)
+                .is_some_and(|p| p.image.name == path && !matches!(p.state, ProcState::Zombie(_)))
         };
-        self.kernel.current.filter(runs).or_else(|| self.kernel.procs.keys().copied().find(runs))
+        self.kernel
+            .current
+            .filter(runs)
+            .or_else(|| self.kernel.procs.keys().copied().find(runs))
     }
 
     /// Brings every other live process running `path` in line with the registry.
     fn sync_others(&mut self, path: &str, done: Option<Pid>) {
-        let Engine::Own(engine) = &self.engine else { return };
+        let Engine::Own(engine) = &self.engine else {
+            return;
+        };
         let others: Vec<Pid> = self
             .kernel
             .procs
             .values()
-            .filter(|p| Some(p.pid) != done && p.image.name == path && !matches!(p.state, ProcState::Zombie(_)))
+            .filter(|p| {
+                Some(p.pid) != done
+                    && p.image.name == path
+                    && !matches!(p.state, ProcState::Zombie(_))
+            })
             .map(|p| p.pid)
             .collect();
         for pid in others {
-            let Some(proc) = self.kernel.procs.get_mut(&pid) else { continue };
+            let Some(proc) = self.kernel.procs.get_mut(&pid) else {
+                continue;
+            };
             let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
             if let Err(e) = engine.sync(&mut space) {
-                self.diagnostics.push(format!("pid {pid}: syncing probes of {path}: {e}"));
+                self.diagnostics
+                    .push(format!("pid {pid}: syncing probes of {path}: {e}"));
             }
         }
     }
@@ -661,7 +761,9 @@ impl Machine {
     pub fn run(&mut self) -> Result<RunResult, SimError> {
         match self.run_for(u64::MAX)? {
             Progress::Finished => Ok(self.result()),
-            Progress::Paused => Err(SimError::BudgetExhausted { executed: self.cpu.instret() }),
+            Progress::Paused => Err(SimError::BudgetExhausted {
+                executed: self.cpu.instret(),
+            }),
         }
     }
 
@@ -672,7 +774,11 @@ impl Machine {
         if self.kernel.procs.is_empty() {
             return Err(SimError::NoProcess);
         }
-        let deadline = self.cpu.instret().saturating_add(n).min(self.config.max_insns);
+        let deadline = self
+            .cpu
+            .instret()
+            .saturating_add(n)
+            .min(self.config.max_insns);
         loop {
             if !self.schedule()? {
                 return Ok(Progress::Finished);
@@ -680,7 +786,9 @@ impl Machine {
             let left = deadline.saturating_sub(self.cpu.instret());
             if left == 0 {
                 if self.cpu.instret() >= self.config.max_insns {
-                    return Err(SimError::BudgetExhausted { executed: self.cpu.instret() });
+                    return Err(SimError::BudgetExhausted {
+                        executed: self.cpu.instret(),
+                    });
                 }
                 return Ok(Progress::Paused);
             }
@@ -698,14 +806,18 @@ impl Machine {
                 Stop::PageFault { access, addr } => {
                     self.fault(SIGSEGV, &format!("page fault ({access:?}) at {addr:#x}"))
                 }
-                Stop::Misaligned { access, addr } => {
-                    self.fault(SIGSEGV, &format!("misaligned atomic ({access:?}) at {addr:#x}"))
+                Stop::Misaligned { access, addr } => self.fault(
+                    SIGSEGV,
+                    &format!("misaligned atomic ({access:?}) at {addr:#x}"),
+                ),
+                Stop::Illegal { raw } => {
+                    self.fault(SIGILL, &format!("illegal instruction {raw:#x}"))
                 }
-                Stop::Illegal { raw } => self.fault(SIGILL, &format!("illegal instruction {raw:#x}")),
             }
             for id in self.unregister_queue.take() {
                 if let Err(e) = self.unregister(id) {
-                    self.diagnostics.push(format!("queued unregister of probe {}: {e}", id.0));
+                    self.diagnostics
+                        .push(format!("queued unregister of probe {}: {e}", id.0));
                 }
             }
         }
@@ -730,10 +842,20 @@ impl Machine {
             return Ok(true);
         }
         let Some(pid) = self.kernel.ready.pop_front() else {
-            let blocked = self.kernel.procs.values().any(|p| matches!(p.state, ProcState::Blocked { .. }));
-            return if blocked { Err(SimError::Deadlock) } else { Ok(false) };
+            let blocked = self
+                .kernel
+                .procs
+                .values()
+                .any(|p| matches!(p.state, ProcState::Blocked { .. }));
+            return if blocked {
+                Err(SimError::Deadlock)
+            } else {
+                Ok(false)
+            };
         };
-        let Some(proc) = self.kernel.procs.get_mut(&pid) else { return Ok(true) };
+        let Some(proc) = self.kernel.procs.get_mut(&pid) else {
+            return Ok(true);
+        };
         proc.state = ProcState::Running;
         self.cpu.x = proc.regs.x;
         self.cpu.pc = proc.regs.pc;
@@ -744,9 +866,14 @@ impl Machine {
 
     /// Takes the current process off the CPU, saving its registers, in state `state`.
     pub(crate) fn deschedule(&mut self, state: ProcState) {
-        let Some(pid) = self.kernel.current.take() else { return };
+        let Some(pid) = self.kernel.current.take() else {
+            return;
+        };
         if let Some(proc) = self.kernel.procs.get_mut(&pid) {
-            proc.regs = Regs { x: self.cpu.x, pc: self.cpu.pc };
+            proc.regs = Regs {
+                x: self.cpu.x,
+                pc: self.cpu.pc,
+            };
             proc.state = state;
             if state == ProcState::Ready {
                 self.kernel.ready.push_back(pid);
@@ -757,7 +884,9 @@ impl Machine {
     /// The breakpoint trap: the engine's, or SIGTRAP.
     fn breakpoint(&mut self) {
         self.breakpoint_traps += 1;
-        let Some(pid) = self.kernel.current else { return };
+        let Some(pid) = self.kernel.current else {
+            return;
+        };
         let handled = self.with_engine(pid, |call, cpu| match call {
             EngineCall::Own(engine, space) => {
                 engine.handle_breakpoint(space, &mut CpuRegs(cpu)) == ruprobes::Trap::Handled
@@ -766,34 +895,48 @@ impl Machine {
         });
         if handled != Some(true) {
             let pc = self.cpu.pc;
-            self.diagnostics.push(format!("pid {pid}: breakpoint at {pc:#x} is not a probe's"));
+            self.diagnostics
+                .push(format!("pid {pid}: breakpoint at {pc:#x} is not a probe's"));
             self.kill(SIGTRAP);
         }
     }
 
     /// Any other fault: fix up a pc inside an XOL slot, then kill.
     fn fault(&mut self, signal: i32, what: &str) {
-        let Some(pid) = self.kernel.current else { return };
+        let Some(pid) = self.kernel.current else {
+            return;
+        };
         let slot_pc = self.cpu.pc;
         let fixed = self.with_engine(pid, |call, cpu| match call {
             EngineCall::Own(engine, space) => engine.fixup_fault(space, &mut CpuRegs(cpu)),
             EngineCall::Seed => seed_trap(cpu, ruprobes::seed::uprobes_fixup_fault),
         });
         let pc = self.cpu.pc;
-        let note = if fixed == Some(true) { format!(" (faulted in XOL slot {slot_pc:#x})") } else { String::new() };
-        self.diagnostics.push(format!("pid {pid}: {what}, pc={pc:#x}{note}"));
+        let note = if fixed == Some(true) {
+            format!(" (faulted in XOL slot {slot_pc:#x})")
+        } else {
+            String::new()
+        };
+        self.diagnostics
+            .push(format!("pid {pid}: {what}, pc={pc:#x}{note}"));
         self.kill(signal);
     }
 
     /// Runs `f` with the engine and the user space of process `pid` (in seed mode, with
     /// the `extern "C"` hooks routed to that space), and the CPU. `None` if `pid` is gone.
-    fn with_engine<R>(&mut self, pid: Pid, f: impl FnOnce(EngineCall<'_, '_>, &mut Cpu) -> R) -> Option<R> {
+    fn with_engine<R>(
+        &mut self,
+        pid: Pid,
+        f: impl FnOnce(EngineCall<'_, '_>, &mut Cpu) -> R,
+    ) -> Option<R> {
         let proc = self.kernel.procs.get_mut(&pid)?;
         let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
         let cpu = &mut self.cpu;
         let result = match &self.engine {
             Engine::Own(engine) => f(EngineCall::Own(engine, &mut space), cpu),
-            Engine::Seed => seed_ffi::with_current(&mut space, &proc.image.name, || f(EngineCall::Seed, cpu)),
+            Engine::Seed => {
+                seed_ffi::with_current(&mut space, &proc.image.name, || f(EngineCall::Seed, cpu))
+            }
         };
         if space.page_table_changed() {
             self.cpu.flush_tlb();
@@ -803,7 +946,9 @@ impl Machine {
 
     /// Tells the engine that `pid` now runs a new image.
     pub(crate) fn exec_hook(&mut self, pid: Pid) {
-        let Some(path) = self.kernel.procs.get(&pid).map(|p| p.image.name.clone()) else { return };
+        let Some(path) = self.kernel.procs.get(&pid).map(|p| p.image.name.clone()) else {
+            return;
+        };
         let result = self.with_engine(pid, |call, _| match call {
             EngineCall::Own(engine, space) => engine.on_exec(space, &path),
             EngineCall::Seed => {
@@ -812,7 +957,8 @@ impl Machine {
             }
         });
         if let Some(Err(e)) = result {
-            self.diagnostics.push(format!("pid {pid}: arming probes of {path}: {e}"));
+            self.diagnostics
+                .push(format!("pid {pid}: arming probes of {path}: {e}"));
         }
     }
 
@@ -845,9 +991,11 @@ impl Machine {
 
 /// Calls a seed trap function on a trap frame built from the CPU's registers.
 fn seed_trap(cpu: &mut Cpu, f: fn(&mut TrapContext) -> bool) -> bool {
-    let mut cx = TrapContext::default();
-    cx.x = cpu.x.map(|v| v as usize);
-    cx.sepc = cpu.pc as usize;
+    let mut cx = TrapContext {
+        x: cpu.x.map(|v| v as usize),
+        sepc: cpu.pc as usize,
+        ..TrapContext::default()
+    };
     let handled = f(&mut cx);
     cpu.x = cx.x.map(|v| v as u64);
     cpu.x[0] = 0;
@@ -856,11 +1004,20 @@ fn seed_trap(cpu: &mut Cpu, f: fn(&mut TrapContext) -> bool) -> bool {
 }
 
 fn location(image: &Image, addr: u64) -> Loc {
-    Loc { addr, symbol: image.symbols.lookup(addr).map(|(name, off)| (name.clone(), off)) }
+    Loc {
+        addr,
+        symbol: image
+            .symbols
+            .lookup(addr)
+            .map(|(name, off)| (name.clone(), off)),
+    }
 }
 
 fn bad_spec(spec: &str, e: ruprobes_trace::SpecError) -> SimError {
-    SimError::BadSpec { spec: spec.to_string(), why: e.to_string() }
+    SimError::BadSpec {
+        spec: spec.to_string(),
+        why: e.to_string(),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

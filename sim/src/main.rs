@@ -79,8 +79,15 @@ struct Failure {
 
 impl From<SimError> for Failure {
     fn from(e: SimError) -> Self {
-        let code = if matches!(e, SimError::BadSpec { .. }) { 2 } else { 1 };
-        Failure { message: e.to_string(), code }
+        let code = if matches!(e, SimError::BadSpec { .. }) {
+            2
+        } else {
+            1
+        };
+        Failure {
+            message: e.to_string(),
+            code,
+        }
     }
 }
 
@@ -101,10 +108,17 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => trace_demo(),
-        Some(Command::Trace { prog, probes, quiet, json, max_insns }) => {
-            read_program(&prog).and_then(|(name, elf)| trace(&name, &elf, &probes, quiet, json, max_insns))
+        Some(Command::Trace {
+            prog,
+            probes,
+            quiet,
+            json,
+            max_insns,
+        }) => read_program(&prog)
+            .and_then(|(name, elf)| trace(&name, &elf, &probes, quiet, json, max_insns)),
+        Some(Command::Run { prog, max_insns }) => {
+            read_program(&prog).and_then(|(name, elf)| run(&name, &elf, max_insns))
         }
-        Some(Command::Run { prog, max_insns }) => read_program(&prog).and_then(|(name, elf)| run(&name, &elf, max_insns)),
         Some(Command::Scenarios { names }) => scenarios(&names),
     };
     match result {
@@ -119,18 +133,30 @@ fn main() -> ExitCode {
 
 /// The program's bytes and its name (the file stem).
 fn read_program(path: &Path) -> Result<(String, Vec<u8>), Failure> {
-    let elf = std::fs::read(path).map_err(|e| SimError::Io { path: path.display().to_string(), message: e.to_string() })?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "prog".into());
+    let elf = std::fs::read(path).map_err(|e| SimError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "prog".into());
     Ok((name, elf))
 }
 
 fn config(max_insns: Option<u64>, echo: bool) -> Config {
     let default = Config::default();
-    Config { max_insns: max_insns.unwrap_or(default.max_insns), echo_stdout: echo, ..default }
+    Config {
+        max_insns: max_insns.unwrap_or(default.max_insns),
+        echo_stdout: echo,
+        ..default
+    }
 }
 
 fn trace_demo() -> Result<u8, Failure> {
-    println!("ruprobes-sim demo: trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib (see --help)");
+    println!(
+        "ruprobes-sim demo: trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib (see --help)"
+    );
     let probes: Vec<String> = DEMO_PROBES.iter().map(|s| s.to_string()).collect();
     trace("fib", DEMO_ELF, &probes, false, false, None)
 }
@@ -142,7 +168,14 @@ fn run(name: &str, elf: &[u8], max_insns: Option<u64>) -> Result<u8, Failure> {
     Ok(result.status.shell_code() as u8)
 }
 
-fn trace(name: &str, elf: &[u8], specs: &[String], quiet: bool, json: bool, max_insns: Option<u64>) -> Result<u8, Failure> {
+fn trace(
+    name: &str,
+    elf: &[u8],
+    specs: &[String],
+    quiet: bool,
+    json: bool,
+    max_insns: Option<u64>,
+) -> Result<u8, Failure> {
     let mut machine = Machine::new(config(max_insns, !json));
     machine.load(name, elf)?;
     for spec in specs {
@@ -152,12 +185,21 @@ fn trace(name: &str, elf: &[u8], specs: &[String], quiet: bool, json: bool, max_
     let code = result.status.shell_code() as u8;
     let mut out = BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) ends the report early; the exit code still counts.
-    let _ = if json { write_json(&mut out, name, &result) } else { write_report(&mut out, &machine, &result, quiet) };
+    let _ = if json {
+        write_json(&mut out, name, &result)
+    } else {
+        write_report(&mut out, &machine, &result, quiet)
+    };
     let _ = out.flush();
     Ok(code)
 }
 
-fn write_report(out: &mut impl Write, machine: &Machine, result: &RunResult, quiet: bool) -> std::io::Result<()> {
+fn write_report(
+    out: &mut impl Write,
+    machine: &Machine,
+    result: &RunResult,
+    quiet: bool,
+) -> std::io::Result<()> {
     if !result.stdout.is_empty() && !result.stdout.ends_with(b"\n") {
         writeln!(out)?;
     }
@@ -168,8 +210,18 @@ fn write_report(out: &mut impl Write, machine: &Machine, result: &RunResult, qui
         }
     }
     writeln!(out, "--- probes")?;
-    let spec_width = result.probes.iter().map(|p| p.spec.len()).max().unwrap_or(4).max(4);
-    writeln!(out, "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}", "SPEC", "ADDRESS", "LOCATION", "HITS", "RETURNS", "MISSED")?;
+    let spec_width = result
+        .probes
+        .iter()
+        .map(|p| p.spec.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        out,
+        "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}",
+        "SPEC", "ADDRESS", "LOCATION", "HITS", "RETURNS", "MISSED"
+    )?;
     for p in &result.probes {
         let location = location(machine, p.addr);
         let s = p.stats;
@@ -186,29 +238,43 @@ fn write_report(out: &mut impl Write, machine: &Machine, result: &RunResult, qui
     }
     for p in result.probes.iter().filter(|p| p.role == ProbeRole::Return) {
         if let Some(histogram) = &p.latency {
-            writeln!(out, "--- latency of {} at {} (instructions, entry to return)", p.spec, location(machine, p.addr))?;
+            writeln!(
+                out,
+                "--- latency of {} at {} (instructions, entry to return)",
+                p.spec,
+                location(machine, p.addr)
+            )?;
             write_histogram(out, histogram)?;
         }
     }
     for line in &result.diagnostics {
         writeln!(out, "--- kernel: {line}")?;
     }
-    writeln!(out, "--- {} after {} instructions", status_text(result), result.instructions)?;
+    writeln!(
+        out,
+        "--- {} after {} instructions",
+        status_text(result),
+        result.instructions
+    )?;
     Ok(())
 }
 
 fn status_text(result: &RunResult) -> String {
     match result.status {
         ruprobes_sim::kernel::ExitStatus::Exited(code) => format!("exit {code}"),
-        ruprobes_sim::kernel::ExitStatus::Killed(signal) => match ruprobes_trace::signal_name(signal) {
-            Some(name) => format!("killed by {name}"),
-            None => format!("killed by signal {signal}"),
-        },
+        ruprobes_sim::kernel::ExitStatus::Killed(signal) => {
+            match ruprobes_trace::signal_name(signal) {
+                Some(name) => format!("killed by {name}"),
+                None => format!("killed by signal {signal}"),
+            }
+        }
     }
 }
 
 fn location(machine: &Machine, addr: u64) -> String {
-    let symbol = machine.main_image().and_then(|image| image.symbols.lookup(addr).map(|(n, off)| (n.clone(), off)));
+    let symbol = machine
+        .main_image()
+        .and_then(|image| image.symbols.lookup(addr).map(|(n, off)| (n.clone(), off)));
     match symbol {
         Some((name, 0)) => name.to_string(),
         Some((name, off)) => format!("{name}+{off:#x}"),
@@ -225,7 +291,11 @@ fn write_histogram(out: &mut impl Write, histogram: &Histogram) -> std::io::Resu
     for (i, &count) in histogram.buckets.iter().enumerate().skip(first) {
         let (lo, hi) = Histogram::range(i);
         let bar = "@".repeat(((count * 40).div_ceil(max)) as usize);
-        let range = if hi == lo + 1 { format!("[{lo}]") } else { format!("[{lo}, {hi})") };
+        let range = if hi == lo + 1 {
+            format!("[{lo}]")
+        } else {
+            format!("[{lo}, {hi})")
+        };
         writeln!(out, "{range:<20} {count:>8} |{bar:<40}|")?;
     }
     Ok(())
@@ -271,10 +341,16 @@ fn probe_json(p: &ProbeReport) -> serde_json::Value {
 }
 
 fn scenarios(names: &[String]) -> Result<u8, Failure> {
-    let selected = scenario::select(names).map_err(|n| Failure { message: format!("no scenario named '{n}'"), code: 2 })?;
+    let selected = scenario::select(names).map_err(|n| Failure {
+        message: format!("no scenario named '{n}'"),
+        code: 2,
+    })?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for s in selected {
-        let block = scenario::render(s).map_err(|e| Failure { message: format!("scenario {}: {e}", s.name), code: 1 })?;
+        let block = scenario::render(s).map_err(|e| Failure {
+            message: format!("scenario {}: {e}", s.name),
+            code: 1,
+        })?;
         let _ = out.write_all(block.as_bytes());
     }
     let _ = out.flush();

@@ -24,8 +24,10 @@ use crate::machine::{Config, Machine, RunResult, FIXTURES_DIR};
 /// Runs one scenario in a fresh machine.
 pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
     let path = Path::new(FIXTURES_DIR).join(format!("{}.elf", scenario.fixture));
-    let elf = std::fs::read(&path)
-        .map_err(|e| SimError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let elf = std::fs::read(&path).map_err(|e| SimError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     let mut machine = Machine::new(Config::default());
     machine.load(scenario.fixture, &elf)?;
     for spec in scenario.probes {
@@ -62,6 +64,11 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>, String> {
     }
     names
         .iter()
-        .map(|n| ruprobes_trace::SCENARIOS.iter().find(|s| s.name == n).ok_or_else(|| n.clone()))
+        .map(|n| {
+            ruprobes_trace::SCENARIOS
+                .iter()
+                .find(|s| s.name == n)
+                .ok_or_else(|| n.clone())
+        })
         .collect()
 }

@@ -58,8 +58,11 @@ fn current<R>(f: impl FnOnce(&mut Current<'_>) -> R) -> Option<R> {
 
 /// Copies `len` bytes of the current process's memory at `usr_addr` to `kern_buf`.
 /// Returns 0, or -1 on a fault or without a current process.
+///
+/// # Safety
+/// `kern_buf` must be valid for writes of `len` bytes.
 #[no_mangle]
-pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32 {
     if kern_buf.is_null() && len > 0 {
         return -1;
     }
@@ -80,8 +83,11 @@ pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usi
 
 /// Copies `len` bytes from `kern_buf` to the current process's memory at `usr_addr`, with
 /// kernel privilege (read-only text too). Returns 0, or -1 on a fault.
+///
+/// # Safety
+/// `kern_buf` must be valid for reads of `len` bytes.
 #[no_mangle]
-pub extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usize) -> i32 {
+pub unsafe extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usize) -> i32 {
     if kern_buf.is_null() && len > 0 {
         return -1;
     }
@@ -111,8 +117,11 @@ pub extern "C" fn os_current_tid() -> usize {
 
 /// Writes the current program's path (no NUL) to `buf` and returns its length; -1 when
 /// no process is current or the path does not fit in `cap` bytes.
+///
+/// # Safety
+/// `buf` must be valid for writes of `cap` bytes.
 #[no_mangle]
-pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize {
+pub unsafe extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize {
     let path = current(|cur| cur.path.as_bytes().to_vec());
     match path {
         Some(path) if path.len() <= cap && !buf.is_null() => {
@@ -128,7 +137,9 @@ pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize {
 /// Maps a fresh user R+X page in the current process; returns its address, or 0.
 #[no_mangle]
 pub extern "C" fn os_map_xol_page() -> usize {
-    current(|cur| cur.space.map_xol_page().ok()).flatten().unwrap_or(0)
+    current(|cur| cur.space.map_xol_page().ok())
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// Nothing to do in the simulator: every write through the kernel is coherent with fetch.
@@ -157,7 +168,10 @@ mod tests {
             Ok(())
         }
         fn write(&mut self, addr: usize, data: &[u8]) -> Result<(), Fault> {
-            self.0.get_mut(addr..addr + data.len()).ok_or(Fault { addr })?.copy_from_slice(data);
+            self.0
+                .get_mut(addr..addr + data.len())
+                .ok_or(Fault { addr })?
+                .copy_from_slice(data);
             Ok(())
         }
         fn map_xol_page(&mut self) -> Result<usize, Fault> {
@@ -166,24 +180,26 @@ mod tests {
         fn flush_icache(&mut self, _addr: usize, _len: usize) {}
     }
 
+    // SAFETY (every `unsafe` below): the buffers passed are live locals at least `len`
+    // (or `cap`) bytes long.
     #[test]
     fn hooks_reach_the_current_space_only_inside_with_current() {
         assert_eq!(os_current_pid(), usize::MAX);
         let mut byte = 0u8;
-        assert_eq!(os_copy_from_user(0, &mut byte, 1), -1);
+        assert_eq!(unsafe { os_copy_from_user(0, &mut byte, 1) }, -1);
         let mut fake = Fake(vec![1, 2, 3, 4]);
         with_current(&mut fake, "fib", || {
             assert_eq!(os_current_pid(), 42);
             assert_eq!(os_current_tid(), 43);
             let mut buf = [0u8; 2];
-            assert_eq!(os_copy_from_user(1, buf.as_mut_ptr(), 2), 0);
+            assert_eq!(unsafe { os_copy_from_user(1, buf.as_mut_ptr(), 2) }, 0);
             assert_eq!(buf, [2, 3]);
-            assert_eq!(os_copy_to_user(3, [9u8].as_ptr(), 1), 0);
-            assert_eq!(os_copy_to_user(4, [9u8].as_ptr(), 1), -1);
+            assert_eq!(unsafe { os_copy_to_user(3, [9u8].as_ptr(), 1) }, 0);
+            assert_eq!(unsafe { os_copy_to_user(4, [9u8].as_ptr(), 1) }, -1);
             let mut path = [0u8; 8];
-            assert_eq!(os_current_exec_path(path.as_mut_ptr(), 8), 3);
+            assert_eq!(unsafe { os_current_exec_path(path.as_mut_ptr(), 8) }, 3);
             assert_eq!(&path[..3], b"fib");
-            assert_eq!(os_current_exec_path(path.as_mut_ptr(), 2), -1);
+            assert_eq!(unsafe { os_current_exec_path(path.as_mut_ptr(), 2) }, -1);
             assert_eq!(os_map_xol_page(), 0x3000_0000);
         });
         assert_eq!(fake.0, [1, 2, 3, 9]);

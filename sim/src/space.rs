@@ -28,17 +28,26 @@ impl FaultInjection {
 
     /// Every read fails.
     pub fn fail_reads() -> Self {
-        FaultInjection { fail_reads: true, ..Self::default() }
+        FaultInjection {
+            fail_reads: true,
+            ..Self::default()
+        }
     }
 
     /// Writes fail after `n` successful ones.
     pub fn fail_writes_after(n: u64) -> Self {
-        FaultInjection { fail_writes_after: Some(n), ..Self::default() }
+        FaultInjection {
+            fail_writes_after: Some(n),
+            ..Self::default()
+        }
     }
 
     /// XOL page mapping fails.
     pub fn fail_xol_map() -> Self {
-        FaultInjection { fail_xol_map: true, ..Self::default() }
+        FaultInjection {
+            fail_xol_map: true,
+            ..Self::default()
+        }
     }
 
     /// Whether the next write must fail; counts it otherwise.
@@ -65,8 +74,19 @@ pub struct SimSpace<'a> {
 
 impl<'a> SimSpace<'a> {
     /// The user space of process `pid`.
-    pub fn new(mem: &'a mut PhysMem, aspace: &'a mut AddressSpace, pid: Pid, faults: &'a mut FaultInjection) -> Self {
-        SimSpace { mem, aspace, pid, faults, mapped: false }
+    pub fn new(
+        mem: &'a mut PhysMem,
+        aspace: &'a mut AddressSpace,
+        pid: Pid,
+        faults: &'a mut FaultInjection,
+    ) -> Self {
+        SimSpace {
+            mem,
+            aspace,
+            pid,
+            faults,
+            mapped: false,
+        }
     }
 
     /// Whether a page was mapped through this space (the CPU's TLB must be flushed).
@@ -97,7 +117,8 @@ impl UserSpace for SimSpace<'_> {
             return Err(Fault { addr });
         }
         // PhysMem::write invalidates decoded copies of the frame: the next fetch sees it.
-        self.aspace.write(self.mem, addr as u64, data, Access::Kernel)
+        self.aspace
+            .write(self.mem, addr as u64, data, Access::Kernel)
     }
 
     fn is_executable(&mut self, addr: usize) -> bool {
@@ -108,7 +129,10 @@ impl UserSpace for SimSpace<'_> {
         if self.faults.fail_xol_map {
             return Err(Fault { addr: 0 });
         }
-        let va = self.aspace.map_xol_page(self.mem).map_err(|_| Fault { addr: 0 })?;
+        let va = self
+            .aspace
+            .map_xol_page(self.mem)
+            .map_err(|_| Fault { addr: 0 })?;
         self.mapped = true;
         Ok(va as usize)
     }
@@ -121,15 +145,19 @@ impl UserSpace for SimSpace<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::image::Perms;
     use crate::kernel::aspace::pte_flags;
+    use crate::kernel::image::Perms;
     use crate::sv39;
 
     fn setup() -> (PhysMem, AddressSpace) {
         let mut mem = PhysMem::new(64);
         let aspace = AddressSpace::new(&mut mem).unwrap_or_else(|e| panic!("{e}"));
         let frame = mem.alloc_frame().unwrap_or_default();
-        let text = pte_flags(Perms { read: true, write: false, exec: true });
+        let text = pte_flags(Perms {
+            read: true,
+            write: false,
+            exec: true,
+        });
         assert!(sv39::map_page(&mut mem, aspace.root, 0x10000, frame, text).is_ok());
         (mem, aspace)
     }
@@ -144,7 +172,11 @@ mod tests {
         let mut buf = [0u8; 2];
         assert_eq!(space.read(0x10ffe, &mut buf), Ok(()));
         assert_eq!(buf, [1, 2]);
-        assert_eq!(space.read(0x10fff, &mut buf), Err(Fault { addr: 0x11000 }), "crosses into an unmapped page");
+        assert_eq!(
+            space.read(0x10fff, &mut buf),
+            Err(Fault { addr: 0x11000 }),
+            "crosses into an unmapped page"
+        );
         assert!(space.is_executable(0x10000));
         assert!(!space.is_executable(0x11000));
         assert!(!space.page_table_changed());
@@ -157,10 +189,17 @@ mod tests {
     #[test]
     fn failing_reads_and_xol_map() {
         let (mut mem, mut aspace) = setup();
-        let mut faults = FaultInjection { fail_reads: true, fail_xol_map: true, ..FaultInjection::none() };
+        let mut faults = FaultInjection {
+            fail_reads: true,
+            fail_xol_map: true,
+            ..FaultInjection::none()
+        };
         let mut space = SimSpace::new(&mut mem, &mut aspace, 7, &mut faults);
         assert_eq!(space.pid(), 7);
-        assert_eq!(space.read(0x10000, &mut [0u8; 4]), Err(Fault { addr: 0x10000 }));
+        assert_eq!(
+            space.read(0x10000, &mut [0u8; 4]),
+            Err(Fault { addr: 0x10000 })
+        );
         assert!(space.map_xol_page().is_err());
     }
 }

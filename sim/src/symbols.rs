@@ -50,7 +50,9 @@ impl SymbolTable {
     /// Collects the text symbols of a parsed ELF file.
     pub fn from_elf(elf: &Elf<'_>) -> Self {
         let executable = |shndx: usize| {
-            elf.section_headers.get(shndx).is_some_and(|sh| sh.sh_flags & u64::from(SHF_EXECINSTR) != 0)
+            elf.section_headers
+                .get(shndx)
+                .is_some_and(|sh| sh.sh_flags & u64::from(SHF_EXECINSTR) != 0)
         };
         let symbols = elf.syms.iter().filter_map(|sym| {
             let kind = sym.st_type();
@@ -87,7 +89,10 @@ impl SymbolTable {
                 })
                 .or_insert(i);
         }
-        SymbolTable { sorted: symbols, by_name }
+        SymbolTable {
+            sorted: symbols,
+            by_name,
+        }
     }
 
     /// Every symbol, sorted by address (ties: the winner first).
@@ -111,7 +116,11 @@ impl SymbolTable {
 
     /// Every symbol whose name starts with `prefix`, in address order (then name order).
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Symbol> + 'a {
-        let mut matching: Vec<&Symbol> = self.sorted.iter().filter(|s| s.name.starts_with(prefix)).collect();
+        let mut matching: Vec<&Symbol> = self
+            .sorted
+            .iter()
+            .filter(|s| s.name.starts_with(prefix))
+            .collect();
         matching.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
         matching.into_iter()
     }
@@ -122,7 +131,13 @@ mod tests {
     use super::*;
 
     fn sym(name: &str, addr: u64, is_func: bool, is_global: bool) -> Symbol {
-        Symbol { name: Arc::from(name), addr, size: 0, is_func, is_global }
+        Symbol {
+            name: Arc::from(name),
+            addr,
+            size: 0,
+            is_func,
+            is_global,
+        }
     }
 
     fn table() -> SymbolTable {

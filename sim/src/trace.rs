@@ -19,7 +19,10 @@ pub struct Loc {
 impl Loc {
     /// Borrows this location as the shared [`Location`] type.
     pub fn as_location(&self) -> Location<'_> {
-        Location { addr: self.addr, symbol: self.symbol.as_ref().map(|(name, off)| (&**name, *off)) }
+        Location {
+            addr: self.addr,
+            symbol: self.symbol.as_ref().map(|(name, off)| (&**name, *off)),
+        }
     }
 }
 
@@ -86,14 +89,30 @@ impl TraceEvent {
     /// Borrows this event as the shared [`Event`] type.
     pub fn as_event(&self) -> Event<'_> {
         match self {
-            TraceEvent::Hit { pid, at, args } => Event::Hit { pid: *pid, at: at.as_location(), args: *args },
-            TraceEvent::Post { pid, at, next } => Event::Post { pid: *pid, at: at.as_location(), next: *next },
-            TraceEvent::Return { pid, func, value } => {
-                Event::Return { pid: *pid, func: func.as_location(), value: *value }
-            }
+            TraceEvent::Hit { pid, at, args } => Event::Hit {
+                pid: *pid,
+                at: at.as_location(),
+                args: *args,
+            },
+            TraceEvent::Post { pid, at, next } => Event::Post {
+                pid: *pid,
+                at: at.as_location(),
+                next: *next,
+            },
+            TraceEvent::Return { pid, func, value } => Event::Return {
+                pid: *pid,
+                func: func.as_location(),
+                value: *value,
+            },
             TraceEvent::Syscall { pid, nr } => Event::Syscall { pid: *pid, nr: *nr },
-            TraceEvent::Exit { pid, code } => Event::Exit { pid: *pid, code: *code },
-            TraceEvent::Killed { pid, signal } => Event::Killed { pid: *pid, signal: *signal },
+            TraceEvent::Exit { pid, code } => Event::Exit {
+                pid: *pid,
+                code: *code,
+            },
+            TraceEvent::Killed { pid, signal } => Event::Killed {
+                pid: *pid,
+                signal: *signal,
+            },
         }
     }
 
@@ -132,7 +151,10 @@ pub struct TraceSink {
 impl TraceSink {
     /// Appends one event.
     pub fn push(&self, event: TraceEvent) {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
     }
 
     /// Removes and returns every event recorded so far.
@@ -142,7 +164,10 @@ impl TraceSink {
 
     /// How many events are recorded.
     pub fn len(&self) -> usize {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no event is recorded.
@@ -157,12 +182,22 @@ mod tests {
 
     #[test]
     fn text_and_json_follow_the_shared_event() {
-        let at = Loc { addr: 0x10074, symbol: Some((Arc::from("fib"), 0)) };
-        let hit = TraceEvent::Hit { pid: 1, at: at.clone(), args: [5, 0] };
+        let at = Loc {
+            addr: 0x10074,
+            symbol: Some((Arc::from("fib"), 0)),
+        };
+        let hit = TraceEvent::Hit {
+            pid: 1,
+            at: at.clone(),
+            args: [5, 0],
+        };
         assert_eq!(hit.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
         let post = TraceEvent::Post {
             pid: 2,
-            at: Loc { addr: 0x1007c, symbol: Some((Arc::from("main"), 8)) },
+            at: Loc {
+                addr: 0x1007c,
+                symbol: Some((Arc::from("main"), 8)),
+            },
             next: 0x10080,
         };
         assert_eq!(post.to_string(), "pid 2 post main+0x8 next=0x10080");
@@ -173,7 +208,10 @@ mod tests {
         assert_eq!(json["args"][0], 5);
         let killed = TraceEvent::Killed { pid: 3, signal: 5 };
         assert_eq!(killed.to_string(), "pid 3 killed SIGTRAP");
-        assert_eq!(serde_json::to_value(&killed).unwrap_or_default()["signal"], 5);
+        assert_eq!(
+            serde_json::to_value(&killed).unwrap_or_default()["signal"],
+            5
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ fn sim(args: &[&str]) -> Output {
 }
 
 fn fixture(name: &str) -> String {
-    Path::new(FIXTURES_DIR).join(format!("{name}.elf")).display().to_string()
+    Path::new(FIXTURES_DIR)
+        .join(format!("{name}.elf"))
+        .display()
+        .to_string()
 }
 
 fn stdout(o: &Output) -> String {
@@ -32,29 +35,63 @@ fn assert_error(o: &Output, code: i32, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
-    assert!(err.starts_with("error: "), "stderr starts with 'error: ': {err:?}");
+    assert!(
+        err.starts_with("error: "),
+        "stderr starts with 'error: ': {err:?}"
+    );
     assert!(err.contains(needle), "stderr mentions {needle:?}: {err:?}");
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
 
 #[test]
 fn trace_fib_entry_and_return() {
-    let o = sim(&["trace", &fixture("fib"), "-p", "uprobe:fib", "-p", "uretprobe:fib"]);
+    let o = sim(&[
+        "trace",
+        &fixture("fib"),
+        "-p",
+        "uprobe:fib",
+        "-p",
+        "uretprobe:fib",
+    ]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(out.starts_with("fib(10) = 55\n--- trace ("), "output first, then the trace: {out}");
-    assert!(out.contains("pid 1 hit fib pc=0x10014 a0=0xa a1=0x0\n"), "{out}");
+    assert!(
+        out.starts_with("fib(10) = 55\n--- trace ("),
+        "output first, then the trace: {out}"
+    );
+    assert!(
+        out.contains("pid 1 hit fib pc=0x10014 a0=0xa a1=0x0\n"),
+        "{out}"
+    );
     assert!(out.contains("pid 1 post fib next=0x10016\n"));
-    assert!(out.contains("pid 1 ret fib a0=0x37\n"), "fib(10) returns 55: {out}");
+    assert!(
+        out.contains("pid 1 ret fib a0=0x37\n"),
+        "fib(10) returns 55: {out}"
+    );
     // fib(10) makes 89 calls (one recursive call per loop step): both probes count them, the return probe sees every return.
-    let row = |spec: &str| out.lines().find(|l| l.starts_with(&format!("{spec} "))).map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let row = |spec: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{spec} ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
     let entry = row("uprobe:fib").unwrap_or_default();
-    assert_eq!(entry[1..], ["0x10014", "fib", "89", "89", "0"], "hit table row: {out}");
+    assert_eq!(
+        entry[1..],
+        ["0x10014", "fib", "89", "89", "0"],
+        "hit table row: {out}"
+    );
     assert!(out.contains("--- latency of uretprobe:fib at fib (instructions, entry to return)"));
     let histogram_total: u64 = out
         .lines()
         .filter(|l| l.starts_with('[') && l.contains('|'))
-        .filter_map(|l| l.split(" |").next()?.split_whitespace().last()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split(" |")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     assert_eq!(histogram_total, 89, "every call has a latency: {out}");
     assert!(out.trim_end().ends_with("instructions"));
@@ -65,10 +102,18 @@ fn trace_fib_entry_and_return() {
 fn trace_by_address_and_offset() {
     let o = sim(&["trace", &fixture("fib"), "-p", "uprobe:0x10074"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("pid 1 hit main+0x20 pc=0x10074"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("pid 1 hit main+0x20 pc=0x10074"),
+        "{}",
+        stdout(&o)
+    );
     let o = sim(&["trace", &fixture("fib"), "-p", "uprobe:main+8"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("pid 1 hit main+0x8 pc=0x1005c"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("pid 1 hit main+0x8 pc=0x1005c"),
+        "{}",
+        stdout(&o)
+    );
     assert!(stdout(&o).contains("pid 1 post main+0x8 next="));
 }
 
@@ -77,26 +122,50 @@ fn quiet_omits_the_trace_and_json_is_one_document() {
     let o = sim(&["trace", &fixture("fib"), "-p", "uretprobe:fib", "--quiet"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0));
-    assert!(!out.contains("--- trace") && !out.contains("pid 1 ret"), "{out}");
+    assert!(
+        !out.contains("--- trace") && !out.contains("pid 1 ret"),
+        "{out}"
+    );
     assert!(out.contains("--- probes"));
 
-    let o = sim(&["trace", &fixture("fib"), "-p", "uprobe:fib", "-p", "uretprobe:fib", "--json"]);
+    let o = sim(&[
+        "trace",
+        &fixture("fib"),
+        "-p",
+        "uprobe:fib",
+        "-p",
+        "uretprobe:fib",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
     assert_eq!(doc["output"], "fib(10) = 55\n");
     assert_eq!(doc["exit_code"], 0);
     assert_eq!(doc["trace"][0]["event"], "hit");
     assert_eq!(doc["trace"][0]["at"]["symbol"][0], "fib");
     assert_eq!(doc["probes"][0]["hits"], 89);
     assert_eq!(doc["probes"][1]["returns"], 89);
-    let buckets = doc["probes"][1]["latency_histogram"].as_array().cloned().unwrap_or_default();
-    assert_eq!(buckets.iter().map(|b| b["count"].as_u64().unwrap_or(0)).sum::<u64>(), 89);
+    let buckets = doc["probes"][1]["latency_histogram"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        89
+    );
 }
 
 #[test]
 fn run_exits_like_qemu_riscv64() {
     let o = sim(&["run", &fixture("hello")]);
-    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "hello, world\n"));
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "hello, world\n")
+    );
     let o = sim(&["run", &fixture("trap_self")]);
     assert_eq!(o.status.code(), Some(128 + 5), "killed by SIGTRAP");
     assert_eq!(stdout(&o), "before ebreak\n");
@@ -121,41 +190,91 @@ fn scenarios_print_blocks() {
     let o = sim(&["scenarios", "hello_main", "trap_self"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("=== scenario hello_main\npid 1 hit main pc="), "{out}");
+    assert!(
+        out.starts_with("=== scenario hello_main\npid 1 hit main pc="),
+        "{out}"
+    );
     assert!(out.contains("--- output\nhello, world\n=== end hello_main\n=== scenario trap_self\n"));
-    assert!(out.ends_with("pid 1 killed SIGTRAP\n--- output\nbefore ebreak\n=== end trap_self\n"), "{out}");
+    assert!(
+        out.ends_with("pid 1 killed SIGTRAP\n--- output\nbefore ebreak\n=== end trap_self\n"),
+        "{out}"
+    );
     assert_error(&sim(&["scenarios", "nope"]), 2, "no scenario named 'nope'");
 }
 
 #[test]
 fn max_insns_stops_a_runaway() {
     let o = sim(&["run", &fixture("fib"), "--max-insns", "1000"]);
-    assert_error(&o, 1, "instruction budget exhausted after 1000 instructions");
+    assert_error(
+        &o,
+        1,
+        "instruction budget exhausted after 1000 instructions",
+    );
 }
 
 #[test]
 fn bad_inputs_are_one_error_line() {
     assert_error(&sim(&["run", "no/such/file.elf"]), 1, "no/such/file.elf");
     let not_elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    assert_error(&sim(&["run", &not_elf.display().to_string()]), 1, "not an ELF file");
+    assert_error(
+        &sim(&["run", &not_elf.display().to_string()]),
+        1,
+        "not an ELF file",
+    );
     // The simulator itself is an ELF file, but not a RISC-V one (on an ELF host).
     let host = env!("CARGO_BIN_EXE_ruprobes-sim");
     if std::fs::read(host).is_ok_and(|b| b.starts_with(b"\x7fELF")) {
-        assert_error(&sim(&["trace", host, "-p", "uprobe:main"]), 1, "not a RISC-V 64 executable");
+        assert_error(
+            &sim(&["trace", host, "-p", "uprobe:main"]),
+            1,
+            "not a RISC-V 64 executable",
+        );
     }
     let fib = fixture("fib");
-    assert_error(&sim(&["trace", &fib, "-p", "uprobe:nosuchfn"]), 1, "no function symbol 'nosuchfn'");
-    assert_error(&sim(&["trace", &fib, "-p", "kprobe:fib"]), 2, "bad probe spec 'kprobe:fib'");
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:nosuchfn"]),
+        1,
+        "no function symbol 'nosuchfn'",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "kprobe:fib"]),
+        2,
+        "bad probe spec 'kprobe:fib'",
+    );
     assert_error(&sim(&["trace", &fib, "-p", "uprobe:"]), 2, "bad probe spec");
     assert_error(&sim(&["trace", &fib, "-p", "uprobe:0xzz"]), 2, "bad number");
-    assert_error(&sim(&["trace", &fib, "-p", "uretprobe:fib+4"]), 2, "without +OFFSET");
-    assert_error(&sim(&["trace", &fib, "-p", "uprobe:0x10015"]), 1, "not 2-byte aligned");
-    assert_error(&sim(&["trace", &fib, "-p", "uprobe:0x11000"]), 1, "not in executable memory");
-    assert_error(&sim(&["trace", &fib, "-p", "uprobe:0x2000000"]), 1, "0x2000000");
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uretprobe:fib+4"]),
+        2,
+        "without +OFFSET",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:0x10015"]),
+        1,
+        "not 2-byte aligned",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:0x11000"]),
+        1,
+        "not in executable memory",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:0x2000000"]),
+        1,
+        "0x2000000",
+    );
     let zoo = fixture("insn_zoo");
-    assert_error(&sim(&["trace", &zoo, "-p", "uprobe:bad_ecall"]), 1, "a system instruction");
+    assert_error(
+        &sim(&["trace", &zoo, "-p", "uprobe:bad_ecall"]),
+        1,
+        "a system instruction",
+    );
     assert_error(&sim(&["trace", &zoo, "-p", "uprobe:bad_lr_d"]), 1, "lr/sc");
-    assert_error(&sim(&["trace", &zoo, "-p", "uprobe:bad_csrrw"]), 1, "a CSR instruction");
+    assert_error(
+        &sim(&["trace", &zoo, "-p", "uprobe:bad_csrrw"]),
+        1,
+        "a CSR instruction",
+    );
     assert_error(&sim(&["trace", &fib, "--bogus"]), 2, "--bogus");
     assert_error(&sim(&["trace"]), 2, "required");
     assert_error(&sim(&["frobnicate"]), 2, "frobnicate");
@@ -165,11 +284,23 @@ fn bad_inputs_are_one_error_line() {
 /// symbols), as `uprobe:0xADDR` specs.
 fn every_site(image: &Image) -> Vec<String> {
     let mut sites = Vec::new();
-    for sym in image.symbols.symbols().iter().filter(|s| s.is_func && s.size > 0) {
+    for sym in image
+        .symbols
+        .symbols()
+        .iter()
+        .filter(|s| s.is_func && s.size > 0)
+    {
         let mut addr = sym.addr;
         while addr < sym.addr + sym.size {
-            let Some(bytes) = image.initial_bytes(addr, 4).or_else(|| image.initial_bytes(addr, 2)) else { break };
-            let Ok(insn) = ruprobes::decode::decode(&bytes) else { break };
+            let Some(bytes) = image
+                .initial_bytes(addr, 4)
+                .or_else(|| image.initial_bytes(addr, 2))
+            else {
+                break;
+            };
+            let Ok(insn) = ruprobes::decode::decode(&bytes) else {
+                break;
+            };
             sites.push(format!("uprobe:{addr:#x}"));
             addr += insn.len() as u64;
         }
@@ -185,24 +316,46 @@ fn thousands_of_probes_on_one_command_line() {
     let elf = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
     let image = Image::parse("interp", &elf).unwrap_or_else(|e| panic!("{e}"));
     let mut specs = every_site(&image);
-    assert!(specs.len() >= 500, "interp has many instruction sites: {}", specs.len());
+    assert!(
+        specs.len() >= 500,
+        "interp has many instruction sites: {}",
+        specs.len()
+    );
     // Repeat to well over a thousand probes (several consumers per address).
     let sites = specs.clone();
     while specs.len() < 3000 {
         specs.extend(sites.iter().cloned());
     }
-    let mut args = vec!["trace".to_string(), path.display().to_string(), "--quiet".into()];
+    let mut args = vec![
+        "trace".to_string(),
+        path.display().to_string(),
+        "--quiet".into(),
+    ];
     for spec in &specs {
         args.push("-p".into());
         args.push(spec.clone());
     }
     let expected = std::fs::read(Path::new(FIXTURES_DIR).join("interp.stdout")).unwrap_or_default();
     let start = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_ruprobes-sim")).args(&args).output().unwrap_or_else(|e| panic!("{e}"));
+    let o = Command::new(env!("CARGO_BIN_EXE_ruprobes-sim"))
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     let elapsed = start.elapsed();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(o.stdout.starts_with(&expected), "the program's output is unchanged under {} probes", specs.len());
-    let rows = stdout(&o).lines().filter(|l| l.starts_with("uprobe:0x")).count();
+    assert!(
+        o.stdout.starts_with(&expected),
+        "the program's output is unchanged under {} probes",
+        specs.len()
+    );
+    let rows = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("uprobe:0x"))
+        .count();
     assert_eq!(rows, specs.len(), "one table row per probe");
-    assert!(elapsed < Duration::from_secs(60), "{} probes took {elapsed:?}", specs.len());
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "{} probes took {elapsed:?}",
+        specs.len()
+    );
 }

@@ -18,7 +18,10 @@ fn manifest() -> Vec<Entry> {
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             assert!(fields.len() >= 3, "malformed manifest line: {line}");
-            Entry { name: fields[0].to_string(), exit_code: fields[2].parse().unwrap_or_else(|e| panic!("{line}: {e}")) }
+            Entry {
+                name: fields[0].to_string(),
+                exit_code: fields[2].parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+            }
         })
         .collect()
 }
@@ -29,18 +32,30 @@ fn every_fixture_matches_the_manifest() {
     assert!(entries.len() >= 10, "the manifest lists the fixtures");
     for entry in entries {
         let dir = Path::new(FIXTURES_DIR);
-        let elf = std::fs::read(dir.join(format!("{}.elf", entry.name))).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-        let expected = std::fs::read(dir.join(format!("{}.stdout", entry.name))).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let elf = std::fs::read(dir.join(format!("{}.elf", entry.name)))
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let expected = std::fs::read(dir.join(format!("{}.stdout", entry.name)))
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
         let mut machine = Machine::new(Config::default());
-        machine.load(&entry.name, &elf).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-        let result = machine.run().unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        machine
+            .load(&entry.name, &elf)
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let result = machine
+            .run()
+            .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
         assert_eq!(
             String::from_utf8_lossy(&result.stdout),
             String::from_utf8_lossy(&expected),
             "{}: output",
             entry.name
         );
-        assert_eq!(result.status.shell_code(), entry.exit_code, "{}: exit code ({:?})", entry.name, result.status);
+        assert_eq!(
+            result.status.shell_code(),
+            entry.exit_code,
+            "{}: exit code ({:?})",
+            entry.name,
+            result.status
+        );
         assert!(result.instructions > 0);
     }
 }

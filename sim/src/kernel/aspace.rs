@@ -41,7 +41,10 @@ impl Access {
 fn map_error(e: MapError) -> SimError {
     match e {
         MapError::OutOfFrames => SimError::OutOfMemory,
-        other => SimError::BadElf { name: "address space".into(), why: other.to_string() },
+        other => SimError::BadElf {
+            name: "address space".into(),
+            why: other.to_string(),
+        },
     }
 }
 
@@ -58,7 +61,10 @@ impl AddressSpace {
     /// An empty address space.
     pub fn new(mem: &mut PhysMem) -> Result<Self, SimError> {
         let root = sv39::new_root(mem).map_err(map_error)?;
-        Ok(AddressSpace { root, xol_next: XOL_BASE })
+        Ok(AddressSpace {
+            root,
+            xol_next: XOL_BASE,
+        })
     }
 
     /// A fresh address space holding `image` and an empty user stack.
@@ -76,7 +82,11 @@ impl AddressSpace {
         for page in &image.pages {
             self.map_new(mem, page.va, pte_flags(page.perms), Some(&page.bytes))?;
         }
-        let stack = Perms { read: true, write: true, exec: false };
+        let stack = Perms {
+            read: true,
+            write: true,
+            exec: false,
+        };
         for i in 1..=STACK_PAGES {
             self.map_new(mem, STACK_TOP - i * PAGE_SIZE, pte_flags(stack), None)?;
         }
@@ -84,7 +94,13 @@ impl AddressSpace {
     }
 
     /// Maps a freshly allocated frame at `va` (with `bytes` copied in, zeros otherwise).
-    fn map_new(&mut self, mem: &mut PhysMem, va: u64, flags: u64, bytes: Option<&[u8]>) -> Result<(), SimError> {
+    fn map_new(
+        &mut self,
+        mem: &mut PhysMem,
+        va: u64,
+        flags: u64,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), SimError> {
         let frame = mem.alloc_frame().ok_or(SimError::OutOfMemory)?;
         if let Some(bytes) = bytes {
             mem.write(frame, bytes);
@@ -131,11 +147,18 @@ impl AddressSpace {
 
     /// Whether `addr` is in a user-executable page.
     pub fn is_executable(&self, mem: &PhysMem, addr: u64) -> bool {
-        sv39::translate(mem, self.root, addr).is_some_and(|(_, flags)| flags & (PTE_U | PTE_X) == PTE_U | PTE_X)
+        sv39::translate(mem, self.root, addr)
+            .is_some_and(|(_, flags)| flags & (PTE_U | PTE_X) == PTE_U | PTE_X)
     }
 
     /// Copies user memory at `addr` into `buf`, page by page through the page table.
-    pub fn read(&self, mem: &PhysMem, addr: u64, buf: &mut [u8], access: Access) -> Result<(), Fault> {
+    pub fn read(
+        &self,
+        mem: &PhysMem,
+        addr: u64,
+        buf: &mut [u8],
+        access: Access,
+    ) -> Result<(), Fault> {
         let mut done = 0;
         while done < buf.len() {
             let va = addr.wrapping_add(done as u64);
@@ -151,7 +174,13 @@ impl AddressSpace {
 
     /// Copies `data` to user memory at `addr`. Nothing is written unless every page is
     /// accessible.
-    pub fn write(&self, mem: &mut PhysMem, addr: u64, data: &[u8], access: Access) -> Result<(), Fault> {
+    pub fn write(
+        &self,
+        mem: &mut PhysMem,
+        addr: u64,
+        data: &[u8],
+        access: Access,
+    ) -> Result<(), Fault> {
         let mut chunks = Vec::with_capacity(2);
         let mut done = 0;
         while done < data.len() {
@@ -177,7 +206,9 @@ impl AddressSpace {
 }
 
 fn fault(addr: u64) -> Fault {
-    Fault { addr: addr as usize }
+    Fault {
+        addr: addr as usize,
+    }
 }
 
 /// Bytes from `va` to the end of its page, at most `left`.

@@ -32,7 +32,11 @@ pub struct Perms {
 
 impl Perms {
     fn union(self, other: Perms) -> Perms {
-        Perms { read: self.read || other.read, write: self.write || other.write, exec: self.exec || other.exec }
+        Perms {
+            read: self.read || other.read,
+            write: self.write || other.write,
+            exec: self.exec || other.exec,
+        }
     }
 }
 
@@ -63,7 +67,10 @@ pub struct Image {
 impl Image {
     /// Parses and checks an ELF executable. Never panics on malformed input.
     pub fn parse(name: &str, bytes: &[u8]) -> Result<Arc<Image>, SimError> {
-        let bad = |why: String| SimError::BadElf { name: name.to_string(), why };
+        let bad = |why: String| SimError::BadElf {
+            name: name.to_string(),
+            why,
+        };
         if bytes.get(..4) != Some(b"\x7fELF") {
             return Err(bad("not an ELF file".into()));
         }
@@ -80,24 +87,46 @@ impl Image {
         }
         let mut pages: BTreeMap<u64, ImagePage> = BTreeMap::new();
         let mut total = 0u64;
-        for ph in elf.program_headers.iter().filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0) {
-            let end = ph.p_vaddr.checked_add(ph.p_memsz).filter(|&end| end <= USER_LOAD_LIMIT);
+        for ph in elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0)
+        {
+            let end = ph
+                .p_vaddr
+                .checked_add(ph.p_memsz)
+                .filter(|&end| end <= USER_LOAD_LIMIT);
             let Some(end) = end.filter(|_| ph.p_vaddr >= USER_MIN) else {
-                return Err(bad(format!("segment at {:#x} lies outside the user load area", ph.p_vaddr)));
+                return Err(bad(format!(
+                    "segment at {:#x} lies outside the user load area",
+                    ph.p_vaddr
+                )));
             };
             if ph.p_filesz > ph.p_memsz {
-                return Err(bad(format!("segment at {:#x} has filesz > memsz", ph.p_vaddr)));
+                return Err(bad(format!(
+                    "segment at {:#x} has filesz > memsz",
+                    ph.p_vaddr
+                )));
             }
             let file = usize::try_from(ph.p_offset)
                 .ok()
                 .zip(usize::try_from(ph.p_filesz).ok())
                 .and_then(|(off, len)| bytes.get(off..off.checked_add(len)?))
-                .ok_or_else(|| bad(format!("segment at {:#x} lies outside the file", ph.p_vaddr)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "segment at {:#x} lies outside the file",
+                        ph.p_vaddr
+                    ))
+                })?;
             total += ph.p_memsz;
             if total > MAX_IMAGE_BYTES {
                 return Err(bad("loadable segments exceed 64 MiB".into()));
             }
-            let perms = Perms { read: ph.p_flags & PF_R != 0, write: ph.p_flags & PF_W != 0, exec: ph.p_flags & PF_X != 0 };
+            let perms = Perms {
+                read: ph.p_flags & PF_R != 0,
+                write: ph.p_flags & PF_W != 0,
+                exec: ph.p_flags & PF_X != 0,
+            };
             let mut va = ph.p_vaddr & !(PAGE_SIZE - 1);
             while va < end {
                 let page = pages.entry(va).or_insert_with(|| ImagePage {
@@ -116,9 +145,14 @@ impl Image {
                 va += PAGE_SIZE;
             }
         }
-        let entry_ok = pages.get(&(elf.entry & !(PAGE_SIZE - 1))).is_some_and(|p| p.perms.exec);
+        let entry_ok = pages
+            .get(&(elf.entry & !(PAGE_SIZE - 1)))
+            .is_some_and(|p| p.perms.exec);
         if !entry_ok {
-            return Err(bad(format!("entry point {:#x} is not in an executable segment", elf.entry)));
+            return Err(bad(format!(
+                "entry point {:#x} is not in an executable segment",
+                elf.entry
+            )));
         }
         Ok(Arc::new(Image {
             name: name.to_string(),

@@ -106,14 +106,33 @@ pub struct Kernel {
 impl Kernel {
     /// An empty kernel; the first process gets pid 1.
     pub fn new() -> Self {
-        Kernel { next_pid: 1, ..Default::default() }
+        Kernel {
+            next_pid: 1,
+            ..Default::default()
+        }
     }
 
     /// Adds a ready process running `image` in `aspace`, starting at the image's entry.
-    pub fn spawn(&mut self, parent: Option<Pid>, image: Arc<Image>, aspace: AddressSpace, regs: Regs) -> Pid {
+    pub fn spawn(
+        &mut self,
+        parent: Option<Pid>,
+        image: Arc<Image>,
+        aspace: AddressSpace,
+        regs: Regs,
+    ) -> Pid {
         let pid = self.next_pid;
         self.next_pid += 1;
-        self.procs.insert(pid, Process { pid, parent, image, aspace, regs, state: ProcState::Ready });
+        self.procs.insert(
+            pid,
+            Process {
+                pid,
+                parent,
+                image,
+                aspace,
+                regs,
+                state: ProcState::Ready,
+            },
+        );
         self.ready.push_back(pid);
         pid
     }
@@ -128,7 +147,10 @@ impl Kernel {
 
 /// Registers at process start: all zero except `sp` and `pc`.
 pub fn initial_regs(entry: u64) -> Regs {
-    let mut regs = Regs { pc: entry, ..Regs::default() };
+    let mut regs = Regs {
+        pc: entry,
+        ..Regs::default()
+    };
     regs.x[ruprobes::abi::SP] = aspace::STACK_TOP;
     regs
 }

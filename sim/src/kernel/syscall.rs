@@ -47,10 +47,19 @@ enum Outcome {
 impl Machine {
     /// Performs the `ecall` the current process stopped at (`pc` is at the `ecall`).
     pub(crate) fn syscall(&mut self) {
-        let Some(pid) = self.kernel.current else { return };
+        let Some(pid) = self.kernel.current else {
+            return;
+        };
         let nr = self.cpu.x[17];
-        let [a0, a1, a2] = [self.cpu.x[abi::A0], self.cpu.x[abi::A0 + 1], self.cpu.x[abi::A0 + 2]];
-        self.trace.push(TraceEvent::Syscall { pid: pid as u64, nr });
+        let [a0, a1, a2] = [
+            self.cpu.x[abi::A0],
+            self.cpu.x[abi::A0 + 1],
+            self.cpu.x[abi::A0 + 2],
+        ];
+        self.trace.push(TraceEvent::Syscall {
+            pid: pid as u64,
+            nr,
+        });
         let at_ecall = self.cpu.pc;
         self.cpu.pc += 4;
         let outcome = match nr {
@@ -71,7 +80,9 @@ impl Machine {
             SYS_EXEC => self.sys_exec(pid, a0),
             SYS_WAITPID => self.sys_waitpid(pid, a0 as i64, a1),
             _ => {
-                self.diagnostics.push(format!("pid {pid}: unknown system call {nr} at pc={at_ecall:#x}"));
+                self.diagnostics.push(format!(
+                    "pid {pid}: unknown system call {nr} at pc={at_ecall:#x}"
+                ));
                 Outcome::Return(ENOSYS)
             }
         };
@@ -84,14 +95,20 @@ impl Machine {
         if fd != 1 && fd != 2 {
             return EBADF;
         }
-        let Some(proc) = self.kernel.procs.get(&pid) else { return EFAULT };
+        let Some(proc) = self.kernel.procs.get(&pid) else {
+            return EFAULT;
+        };
         // Copy page by page, so a huge length costs nothing until it is really mapped.
         let mut bytes = Vec::new();
         let mut chunk = [0u8; PAGE_SIZE as usize];
         while (bytes.len() as u64) < len {
             let at = buf.wrapping_add(bytes.len() as u64);
             let n = ((PAGE_SIZE - at % PAGE_SIZE).min(len - bytes.len() as u64)) as usize;
-            if proc.aspace.read(&self.mem, at, &mut chunk[..n], Access::UserRead).is_err() {
+            if proc
+                .aspace
+                .read(&self.mem, at, &mut chunk[..n], Access::UserRead)
+                .is_err()
+            {
                 break;
             }
             bytes.extend_from_slice(&chunk[..n]);
@@ -104,16 +121,22 @@ impl Machine {
     }
 
     fn sys_fork(&mut self, parent: Pid) -> i64 {
-        let Some(proc) = self.kernel.procs.get(&parent) else { return -1 };
+        let Some(proc) = self.kernel.procs.get(&parent) else {
+            return -1;
+        };
         let image = proc.image.clone();
         let aspace = match proc.aspace.fork(&mut self.mem) {
             Ok(aspace) => aspace,
             Err(e) => {
-                self.diagnostics.push(format!("pid {parent}: fork failed: {e}"));
+                self.diagnostics
+                    .push(format!("pid {parent}: fork failed: {e}"));
                 return -1;
             }
         };
-        let mut regs = Regs { x: self.cpu.x, pc: self.cpu.pc };
+        let mut regs = Regs {
+            x: self.cpu.x,
+            pc: self.cpu.pc,
+        };
         regs.x[abi::A0] = 0;
         let child = self.kernel.spawn(Some(parent), image, aspace, regs);
         self.fork_hook(parent, child);
@@ -121,7 +144,9 @@ impl Machine {
     }
 
     fn sys_exec(&mut self, pid: Pid, path_ptr: u64) -> Outcome {
-        let Some(name) = self.user_string(pid, path_ptr) else { return Outcome::Return(-1) };
+        let Some(name) = self.user_string(pid, path_ptr) else {
+            return Outcome::Return(-1);
+        };
         let image = match self.image(&name) {
             Ok(image) => image,
             Err(e) => {
@@ -132,11 +157,14 @@ impl Machine {
         let aspace = match AddressSpace::with_image(&mut self.mem, &image) {
             Ok(aspace) => aspace,
             Err(e) => {
-                self.diagnostics.push(format!("pid {pid}: exec {name}: {e}"));
+                self.diagnostics
+                    .push(format!("pid {pid}: exec {name}: {e}"));
                 return Outcome::Return(-1);
             }
         };
-        let Some(proc) = self.kernel.procs.get_mut(&pid) else { return Outcome::Return(-1) };
+        let Some(proc) = self.kernel.procs.get_mut(&pid) else {
+            return Outcome::Return(-1);
+        };
         let old = std::mem::replace(&mut proc.aspace, aspace);
         proc.image = image.clone();
         old.free(&mut self.mem);
@@ -154,7 +182,9 @@ impl Machine {
         let mut bytes = Vec::new();
         for i in 0..MAX_PATH as u64 {
             let mut b = [0u8];
-            proc.aspace.read(&self.mem, addr.wrapping_add(i), &mut b, Access::UserRead).ok()?;
+            proc.aspace
+                .read(&self.mem, addr.wrapping_add(i), &mut b, Access::UserRead)
+                .ok()?;
             if b[0] == 0 {
                 return String::from_utf8(bytes).ok();
             }
@@ -164,7 +194,11 @@ impl Machine {
     }
 
     fn sys_waitpid(&mut self, pid: Pid, target: i64, status_ptr: u64) -> Outcome {
-        let matching: Vec<(Pid, ProcState)> = self.kernel.children(pid, target).map(|c| (c.pid, c.state)).collect();
+        let matching: Vec<(Pid, ProcState)> = self
+            .kernel
+            .children(pid, target)
+            .map(|c| (c.pid, c.state))
+            .collect();
         if matching.is_empty() {
             return Outcome::Return(-1);
         }
@@ -189,11 +223,10 @@ impl Machine {
         }
         if status_ptr != 0 {
             let code = status.wait_code().to_le_bytes();
-            let stored = self
-                .kernel
-                .procs
-                .get(&parent)
-                .map(|p| p.aspace.write(&mut self.mem, status_ptr, &code, Access::UserWrite));
+            let stored = self.kernel.procs.get(&parent).map(|p| {
+                p.aspace
+                    .write(&mut self.mem, status_ptr, &code, Access::UserWrite)
+            });
             if !matches!(stored, Some(Ok(()))) {
                 return EFAULT;
             }
@@ -208,12 +241,23 @@ impl Machine {
 
     /// Ends the current process: trace, engine hook, wake a waiting parent.
     pub(crate) fn exit_current(&mut self, status: ExitStatus) {
-        let Some(pid) = self.kernel.current else { return };
-        self.last_exit_regs = Some(Regs { x: self.cpu.x, pc: self.cpu.pc });
+        let Some(pid) = self.kernel.current else {
+            return;
+        };
+        self.last_exit_regs = Some(Regs {
+            x: self.cpu.x,
+            pc: self.cpu.pc,
+        });
         self.deschedule(ProcState::Zombie(status));
         self.trace.push(match status {
-            ExitStatus::Exited(code) => TraceEvent::Exit { pid: pid as u64, code },
-            ExitStatus::Killed(signal) => TraceEvent::Killed { pid: pid as u64, signal },
+            ExitStatus::Exited(code) => TraceEvent::Exit {
+                pid: pid as u64,
+                code,
+            },
+            ExitStatus::Killed(signal) => TraceEvent::Killed {
+                pid: pid as u64,
+                signal,
+            },
         });
         self.exit_hook(pid);
         if pid == 1 {
@@ -221,7 +265,9 @@ impl Machine {
         }
         let parent = self.kernel.procs.get(&pid).and_then(|p| p.parent);
         let Some(parent) = parent else { return };
-        let Some(waiting) = self.kernel.procs.get(&parent) else { return };
+        let Some(waiting) = self.kernel.procs.get(&parent) else {
+            return;
+        };
         if let ProcState::Blocked { target, status_ptr } = waiting.state {
             if target == -1 || target == pid as i64 {
                 let value = self.reap(parent, pid, status, status_ptr);
