@@ -1,5 +1,8 @@
-//! Interpreter throughput: millions of guest instructions per second on a loop of ordinary
-//! integer code (loads, stores, ALU, multiply, branches, a call and return per 64 loads).
+//! Interpreter throughput, in millions of guest instructions per second:
+//! - a loop of ordinary integer code (loads, stores, ALU, multiply, branches, a call and
+//!   return per 64 loads) run by a bare [`Cpu`];
+//! - the larger fixture programs (sort, crc, interp) run end to end by a [`Machine`]
+//!   (ELF loading, syscalls and machine set-up included), repeated to get a measurable time.
 //!
 //! Run with `cargo bench -p ruprobes-sim --bench interp`. Prints one line per round; no
 //! assertions (benchmarks are benchmarks, not tests). Besides wall-clock MIPS it prints MIPS
@@ -7,6 +10,7 @@
 //! honest figure on a shared, busy machine.
 
 use ruprobes_sim::cpu::{Cpu, Stop};
+use ruprobes_sim::machine::{Config, Machine, FIXTURES_DIR};
 use ruprobes_sim::mem::PhysMem;
 use ruprobes_sim::sv39::{map_page, new_root, PTE_A, PTE_D, PTE_R, PTE_U, PTE_W, PTE_X};
 use std::time::Instant;
@@ -44,6 +48,58 @@ const CODE: u64 = 0x10000;
 const DATA: u64 = 0x20000;
 
 fn main() {
+    bare_loop();
+    for name in ["sort", "crc", "interp"] {
+        fixture(name);
+    }
+}
+
+/// Runs fixture `name` repeatedly in fresh machines and prints the throughput.
+fn fixture(name: &str) {
+    let Ok(elf) = std::fs::read(format!("{FIXTURES_DIR}/{name}.elf")) else {
+        println!("{name}: fixture not found");
+        return;
+    };
+    let (mut insns, mut runs) = (0u64, 0u32);
+    let cpu_before = thread_cpu_ns();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < 2.0 {
+        let mut machine = Machine::new(Config::default());
+        let result = machine.load(name, &elf).and_then(|_| machine.run());
+        match result {
+            Ok(r) => insns += r.instructions,
+            Err(e) => {
+                println!("{name}: {e}");
+                return;
+            }
+        }
+        runs += 1;
+    }
+    report(
+        &format!("{name} x{runs} (whole runs)"),
+        insns,
+        start,
+        cpu_before,
+    );
+}
+
+fn report(what: &str, n: u64, start: Instant, cpu_before: Option<u64>) {
+    let secs = start.elapsed().as_secs_f64();
+    let on_cpu = match (cpu_before, thread_cpu_ns()) {
+        (Some(a), Some(b)) if b > a => format!(
+            ", {:.0} MIPS of CPU time",
+            n as f64 / ((b - a) as f64 / 1e9) / 1e6
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "{what}: {n} instructions in {secs:.3} s: {:.0} MIPS wall{on_cpu}",
+        n as f64 / secs / 1e6
+    );
+}
+
+/// The hand-assembled loop on a bare CPU.
+fn bare_loop() {
     let (a0, a1, a2, a3, a4, t0, t1, ra) = (10, 11, 12, 13, 14, 5, 6, 1);
     let program = [
         i(64, 0, 0, a2, 0x13),  // 0: li a2, 64
@@ -91,18 +147,12 @@ fn main() {
         let cpu_before = thread_cpu_ns();
         let start = Instant::now();
         let stop = cpu.run(&mut mem, u64::MAX);
-        let secs = start.elapsed().as_secs_f64();
         let n = cpu.instret() - before;
-        let on_cpu = match (cpu_before, thread_cpu_ns()) {
-            (Some(a), Some(b)) if b > a => format!(
-                ", {:.0} MIPS of CPU time",
-                n as f64 / ((b - a) as f64 / 1e9) / 1e6
-            ),
-            _ => String::new(),
-        };
-        println!(
-            "round {round}: {stop:?} after {n} instructions in {secs:.3} s: {:.0} MIPS wall{on_cpu}",
-            n as f64 / secs / 1e6
+        report(
+            &format!("loop round {round}: {stop:?}"),
+            n,
+            start,
+            cpu_before,
         );
         if stop != Stop::Ecall {
             break;
