@@ -185,6 +185,11 @@ impl Process {
             return Err(Error::NotExecutable(addr));
         }
         let insn = read_insn(space, addr)?;
+        // A probe armed on this instruction's second half: its breakpoint is in the bytes
+        // just read, and recording them as the original would corrupt the text later.
+        if insn.len() == 4 && self.armed.contains_key(&(addr + 2)) {
+            return Err(Error::Conflict(addr));
+        }
         if wants_return {
             self.xol.ensure_trampoline(space)?;
         }
