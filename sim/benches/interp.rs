@@ -2,7 +2,9 @@
 //! - a loop of ordinary integer code (loads, stores, ALU, multiply, branches, a call and
 //!   return per 64 loads) run by a bare [`Cpu`];
 //! - the larger fixture programs (sort, crc, interp) run end to end by a [`Machine`]
-//!   (ELF loading, syscalls and machine set-up included), repeated to get a measurable time.
+//!   (ELF loading, syscalls and machine set-up included), repeated to get a measurable time;
+//! - the same loop on `rvemu` (bare M-mode, stepped with `Cpu::execute`), for the
+//!   sim-vs-rvemu ratio of DESIGN §5.
 //!
 //! Run with `cargo bench -p ruprobes-sim --bench interp`. Prints one line per round; no
 //! assertions (benchmarks are benchmarks, not tests). Besides wall-clock MIPS it prints MIPS
@@ -49,6 +51,7 @@ const DATA: u64 = 0x20000;
 
 fn main() {
     bare_loop();
+    rvemu_loop();
     for name in ["sort", "crc", "interp"] {
         fixture(name);
     }
@@ -100,25 +103,7 @@ fn report(what: &str, n: u64, start: Instant, cpu_before: Option<u64>) {
 
 /// The hand-assembled loop on a bare CPU.
 fn bare_loop() {
-    let (a0, a1, a2, a3, a4, t0, t1, ra) = (10, 11, 12, 13, 14, 5, 6, 1);
-    let program = [
-        i(64, 0, 0, a2, 0x13),  // 0: li a2, 64
-        i(0, a1, 0, a3, 0x13),  // 4: mv a3, a1
-        i(0, a3, 3, t0, 0x03),  // 8: ld t0, 0(a3)
-        r(0, t0, a0, 0, a0),    // 12: add a0, a0, t0
-        i(3, t0, 0, t0, 0x13),  // 16: addi t0, t0, 3
-        sd(t0, a3),             // 20: sd t0, 0(a3)
-        i(8, a3, 0, a3, 0x13),  // 24: addi a3, a3, 8
-        i(-1, a2, 0, a2, 0x13), // 28: addi a2, a2, -1
-        bne(a2, -24),           // 32: bne a2, x0, 8
-        jal(ra, 16),            // 36: call 52
-        i(-1, a4, 0, a4, 0x13), // 40: addi a4, a4, -1
-        bne(a4, -44),           // 44: bne a4, x0, 0
-        0x73,                   // 48: ecall
-        r(1, a0, a0, 0, t1),    // 52: mul t1, a0, a0
-        r(0, t1, a0, 4, a0),    // 56: xor a0, a0, t1
-        i(0, ra, 0, 0, 0x67),   // 60: ret
-    ];
+    let program = loop_program();
     let mut mem = PhysMem::new(64);
     let Some(root) = new_root(&mut mem).ok() else {
         return;
@@ -141,8 +126,8 @@ fn bare_loop() {
     for round in 0..3 {
         cpu.pc = CODE;
         cpu.x = [0; 32];
-        cpu.x[a1 as usize] = DATA;
-        cpu.x[a4 as usize] = 1_000_000;
+        cpu.x[11] = DATA;
+        cpu.x[14] = OUTER;
         let before = cpu.instret();
         let cpu_before = thread_cpu_ns();
         let start = Instant::now();
@@ -164,4 +149,66 @@ fn bare_loop() {
 fn thread_cpu_ns() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     stat.split_whitespace().next()?.parse().ok()
+}
+
+/// The benchmark loop; a4 holds the outer iteration count, a1 the data address.
+fn loop_program() -> [u32; 16] {
+    let (a0, a1, a2, a3, a4, t0, t1, ra) = (10, 11, 12, 13, 14, 5, 6, 1);
+    [
+        i(64, 0, 0, a2, 0x13),  // 0: li a2, 64
+        i(0, a1, 0, a3, 0x13),  // 4: mv a3, a1
+        i(0, a3, 3, t0, 0x03),  // 8: ld t0, 0(a3)
+        r(0, t0, a0, 0, a0),    // 12: add a0, a0, t0
+        i(3, t0, 0, t0, 0x13),  // 16: addi t0, t0, 3
+        sd(t0, a3),             // 20: sd t0, 0(a3)
+        i(8, a3, 0, a3, 0x13),  // 24: addi a3, a3, 8
+        i(-1, a2, 0, a2, 0x13), // 28: addi a2, a2, -1
+        bne(a2, -24),           // 32: bne a2, x0, 8
+        jal(ra, 16),            // 36: call 52
+        i(-1, a4, 0, a4, 0x13), // 40: addi a4, a4, -1
+        bne(a4, -44),           // 44: bne a4, x0, 0
+        0x73,                   // 48: ecall
+        r(1, a0, a0, 0, t1),    // 52: mul t1, a0, a0
+        r(0, t1, a0, 4, a0),    // 56: xor a0, a0, t1
+        i(0, ra, 0, 0, 0x67),   // 60: ret
+    ]
+}
+
+/// Outer iterations of the loop on our CPU (each is 456 instructions).
+const OUTER: u64 = 1_000_000;
+
+/// The same loop on rvemu, with code and data at the same addresses in bare M-mode.
+fn rvemu_loop() {
+    use rvemu::cpu::{DOUBLEWORD, WORD};
+    const BASE: u64 = 0x8000_0000;
+    let mut cpu = rvemu::cpu::Cpu::new();
+    for (k, word) in loop_program().iter().enumerate() {
+        if cpu
+            .bus
+            .write(BASE + 4 * k as u64, *word as u64, WORD)
+            .is_err()
+        {
+            return;
+        }
+    }
+    for k in 0..64 {
+        if cpu.bus.write(BASE + 0x1000 + 8 * k, 0, DOUBLEWORD).is_err() {
+            return;
+        }
+    }
+    cpu.pc = BASE;
+    cpu.xregs.write(11, BASE + 0x1000);
+    cpu.xregs.write(14, OUTER / 20);
+    let ecall = BASE + 48;
+    let cpu_before = thread_cpu_ns();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while cpu.pc != ecall {
+        if let Err(e) = cpu.execute() {
+            println!("rvemu: {e:?} at {:#x}", cpu.pc);
+            return;
+        }
+        n += 1;
+    }
+    report("rvemu loop", n, start, cpu_before);
 }
