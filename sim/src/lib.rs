@@ -1,4 +1,12 @@
 //! ruprobes-sim: a RISC-V user-mode machine that runs real programs under ruprobes.
+//!
+//! Layers, bottom up: [`mem`] (emulated physical memory and frames), [`sv39`] (page
+//! tables in it), [`cpu`] (the RV64IMAC interpreter), [`kernel`] (processes, ELF images,
+//! system calls, the cooperative scheduler), [`space`] (the engine's view of a process's
+//! memory, with fault injection), [`machine`] (all of it plus a ruprobes engine and the
+//! [`trace`]), [`scenario`] (the canonical scenarios in the QEMU kernel's block format),
+//! [`symbols`] (text symbols for probe specs and traces) and [`seed_ffi`] (the
+//! `extern "C"` hooks of the seed face). The `ruprobes-sim` binary is the CLI.
 pub mod cpu;
 pub mod error;
 pub mod kernel;
