@@ -28,7 +28,12 @@ pub struct PhysMem {
     frame_gen: Vec<u32>,
     /// Bumped whenever any `frame_gen` changes, so CPUs can cheaply notice.
     code_gen: u64,
+    /// Unique per instance, so a CPU notices it was moved to another memory.
+    id: u64,
 }
+
+/// Source of [`PhysMem`] ids.
+static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
 fn bit(bits: &[u64], i: usize) -> bool {
     bits[i / 64] & (1 << (i % 64)) != 0
@@ -54,6 +59,7 @@ impl PhysMem {
             decoded: vec![0; words],
             frame_gen: vec![0; frames],
             code_gen: 0,
+            id: NEXT_ID.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -190,12 +196,19 @@ impl PhysMem {
         self.frame_gen[frame]
     }
 
-    pub(crate) fn frame_gen(&self, frame: usize) -> u32 {
-        self.frame_gen[frame]
+    /// Generation of `frame`; `None` for a frame this memory does not have (a decode cache
+    /// carried over from a larger memory), which callers treat as changed.
+    pub(crate) fn frame_gen(&self, frame: usize) -> Option<u32> {
+        self.frame_gen.get(frame).copied()
     }
 
     pub(crate) fn code_gen(&self) -> u64 {
         self.code_gen
+    }
+
+    /// This memory's unique id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The raw bytes; offsets are physical addresses minus [`PHYS_BASE`].

@@ -3,7 +3,8 @@
 //! A page holds one slot per 2-byte parcel, filled lazily on first execution. Coherence with
 //! writes comes from [`PhysMem`]: decoding a frame marks it, any later write to a marked
 //! frame bumps its generation, and [`DecodeCache::sync`] (called at the start of every run
-//! and after guest stores into marked frames) drops pages whose generation moved.
+//! and after guest stores into marked frames) drops pages whose generation moved. Moving
+//! the CPU to another [`PhysMem`] drops everything.
 
 use super::decode::Insn;
 use crate::mem::{PhysMem, PAGE_SIZE};
@@ -30,6 +31,8 @@ pub struct DecodeCache {
     pub slots: Vec<Insn>,
     spare: Vec<u32>,
     seen_code_gen: u64,
+    /// The [`PhysMem`] the pages were decoded from (0: none yet).
+    mem_id: u64,
 }
 
 impl DecodeCache {
@@ -64,6 +67,14 @@ impl DecodeCache {
     /// Drops pages whose frame was written since they were decoded. Returns whether any
     /// page was dropped.
     pub fn sync(&mut self, mem: &PhysMem) -> bool {
+        if mem.id() != self.mem_id {
+            // Another memory: nothing decoded so far describes it.
+            self.clear();
+            self.by_frame.clear();
+            self.mem_id = mem.id();
+            self.seen_code_gen = mem.code_gen();
+            return true;
+        }
         if mem.code_gen() == self.seen_code_gen {
             return false;
         }
@@ -71,7 +82,7 @@ impl DecodeCache {
         let mut dropped = false;
         for index in 0..self.pages.len() {
             let (frame, gen) = (self.pages[index].frame, self.pages[index].gen);
-            if self.by_frame[frame] == index as u32 && mem.frame_gen(frame) != gen {
+            if self.by_frame[frame] == index as u32 && mem.frame_gen(frame) != Some(gen) {
                 self.release(frame, index as u32);
                 dropped = true;
             }

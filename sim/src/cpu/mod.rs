@@ -14,14 +14,17 @@
 //!
 //! Caches: per-access-kind software TLBs ([`Cpu::flush_tlb`] after any page-table change)
 //! and a decode cache that is coherent by construction with every write made through
-//! [`PhysMem`] (see [`crate::mem`]), so [`Cpu::flush_icache`] is only needed when the same
-//! `Cpu` is moved to a different `PhysMem`. Several `Cpu`s may share one `PhysMem`
-//! (e.g. one per process); each sees the others' stores to code before its next run.
+//! [`PhysMem`] (see [`crate::mem`]), so [`Cpu::flush_icache`] is never needed for
+//! correctness. Several `Cpu`s may share one `PhysMem` (e.g. one per process); each sees
+//! the others' stores to code before its next run. A `Cpu` moved to another `PhysMem`
+//! notices and starts afresh. On a trap the LR reservation is dropped (so is it by
+//! [`Cpu::set_page_table`]); it survives [`Stop::BudgetExhausted`]. The `time` CSR reads
+//! `instret / 100`, `cycle` reads `instret`: deterministic, like everything here.
 
 pub mod decode;
 mod execute;
-pub mod icache;
-pub mod tlb;
+mod icache;
+mod tlb;
 
 use crate::mem::{PhysMem, PAGE_SIZE, PHYS_BASE};
 use crate::sv39::{self, PTE_A, PTE_D, PTE_R, PTE_U, PTE_W, PTE_X};
@@ -143,9 +146,10 @@ impl Cpu {
         self.cur_vpn = NO_PAGE;
     }
 
-    /// Drops all predecoded instructions. Never needed for correctness while this `Cpu`
-    /// runs on one `PhysMem` (the decode cache follows every write); needed if it is moved
-    /// to another `PhysMem`.
+    /// Drops all predecoded instructions (`fence.i` for the kernel). Never needed for
+    /// correctness: the decode cache follows every write made through [`PhysMem`], and
+    /// notices when it is run on a different `PhysMem`. Provided for the core's
+    /// icache-flush hook and for tests.
     pub fn flush_icache(&mut self) {
         self.icache.clear();
         self.cur_vpn = NO_PAGE;

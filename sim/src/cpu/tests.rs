@@ -598,3 +598,16 @@ fn page_table_change_needs_and_gets_a_tlb_flush() {
         }
     );
 }
+
+#[test]
+fn a_cpu_moved_to_another_memory_does_not_reuse_decoded_code() {
+    let mut first = Machine::new(Asm::default().w(addi(A0, A0, 1)).w(ECALL));
+    assert_eq!(first.run(), Stop::Ecall);
+    // Same layout, same frames, different bytes at CODE.
+    let mut second = Machine::new(Asm::default().w(addi(A0, A0, 2)).w(ECALL));
+    first.cpu.set_page_table(second.root);
+    first.cpu.pc = CODE;
+    first.cpu.x[A0 as usize] = 0;
+    assert_eq!(first.cpu.run(&mut second.mem, 10), Stop::Ecall);
+    assert_eq!(first.cpu.x[A0 as usize], 2);
+}
