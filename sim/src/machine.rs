@@ -298,6 +298,8 @@ pub struct Machine {
     pub(crate) faults: FaultInjection,
     pub(crate) trace: TraceSink,
     images: HashMap<String, Arc<Image>>,
+    /// Searched for `NAME.elf` before [`FIXTURES_DIR`].
+    image_dir: Option<std::path::PathBuf>,
     main_image: Option<Arc<Image>>,
     probes: Vec<ProbeRecord>,
     unregister_queue: UnregisterQueue,
@@ -334,6 +336,7 @@ impl Machine {
             faults: FaultInjection::none(),
             trace: TraceSink::default(),
             images: HashMap::new(),
+            image_dir: None,
             main_image: None,
             probes: Vec::new(),
             unregister_queue: UnregisterQueue::default(),
@@ -355,7 +358,14 @@ impl Machine {
         Ok(image)
     }
 
-    /// The image called `name`: added ones first, then `FIXTURES_DIR/NAME.elf`.
+    /// Makes `exec` look for `NAME.elf` in `dir` before [`FIXTURES_DIR`] (the CLI passes
+    /// the program's own directory).
+    pub fn set_image_dir(&mut self, dir: &Path) {
+        self.image_dir = Some(dir.to_path_buf());
+    }
+
+    /// The image called `name`: added ones first, then `NAME.elf` in the image directory
+    /// and in [`FIXTURES_DIR`].
     pub fn image(&mut self, name: &str) -> Result<Arc<Image>, SimError> {
         if let Some(image) = self.images.get(name) {
             return Ok(image.clone());
@@ -367,8 +377,16 @@ impl Machine {
         if !plain {
             return Err(SimError::UnknownImage(name.to_string()));
         }
-        let path = Path::new(FIXTURES_DIR).join(format!("{name}.elf"));
-        let bytes = std::fs::read(&path).map_err(|_| SimError::UnknownImage(name.to_string()))?;
+        let file = format!("{name}.elf");
+        let dirs = self
+            .image_dir
+            .iter()
+            .map(|d| d.as_path())
+            .chain([Path::new(FIXTURES_DIR)]);
+        let bytes = dirs
+            .filter_map(|dir| std::fs::read(dir.join(&file)).ok())
+            .next()
+            .ok_or_else(|| SimError::UnknownImage(name.to_string()))?;
         self.add_image(name, &bytes)
     }
 

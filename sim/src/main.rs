@@ -114,10 +114,9 @@ fn main() -> ExitCode {
             quiet,
             json,
             max_insns,
-        }) => read_program(&prog)
-            .and_then(|(name, elf)| trace(&name, &elf, &probes, quiet, json, max_insns)),
+        }) => read_program(&prog).and_then(|p| trace(&p, &probes, quiet, json, max_insns)),
         Some(Command::Run { prog, max_insns }) => {
-            read_program(&prog).and_then(|(name, elf)| run(&name, &elf, max_insns))
+            read_program(&prog).and_then(|p| run(&p, max_insns))
         }
         Some(Command::Scenarios { names }) => scenarios(&names),
     };
@@ -131,8 +130,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// The program's bytes and its name (the file stem).
-fn read_program(path: &Path) -> Result<(String, Vec<u8>), Failure> {
+/// A program to run.
+struct Program {
+    /// Its exec path and probe key: the file stem.
+    name: String,
+    /// The ELF bytes.
+    elf: Vec<u8>,
+    /// Its directory, where `exec` looks for sibling programs first.
+    dir: Option<PathBuf>,
+}
+
+impl Program {
+    /// A machine with this program loaded.
+    fn machine(&self, config: Config) -> Result<Machine, Failure> {
+        let mut machine = Machine::new(config);
+        if let Some(dir) = &self.dir {
+            machine.set_image_dir(dir);
+        }
+        machine.load(&self.name, &self.elf)?;
+        Ok(machine)
+    }
+}
+
+/// Reads the program at `path`.
+fn read_program(path: &Path) -> Result<Program, Failure> {
     let elf = std::fs::read(path).map_err(|e| SimError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -141,7 +162,8 @@ fn read_program(path: &Path) -> Result<(String, Vec<u8>), Failure> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "prog".into());
-    Ok((name, elf))
+    let dir = path.parent().map(Path::to_path_buf);
+    Ok(Program { name, elf, dir })
 }
 
 fn config(max_insns: Option<u64>, echo: bool) -> Config {
@@ -158,26 +180,28 @@ fn trace_demo() -> Result<u8, Failure> {
         "ruprobes-sim demo: trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib (see --help)"
     );
     let probes: Vec<String> = DEMO_PROBES.iter().map(|s| s.to_string()).collect();
-    trace("fib", DEMO_ELF, &probes, false, false, None)
+    let demo = Program {
+        name: "fib".into(),
+        elf: DEMO_ELF.to_vec(),
+        dir: None,
+    };
+    trace(&demo, &probes, false, false, None)
 }
 
-fn run(name: &str, elf: &[u8], max_insns: Option<u64>) -> Result<u8, Failure> {
-    let mut machine = Machine::new(config(max_insns, true));
-    machine.load(name, elf)?;
+fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
+    let mut machine = program.machine(config(max_insns, true))?;
     let result = machine.run()?;
     Ok(result.status.shell_code() as u8)
 }
 
 fn trace(
-    name: &str,
-    elf: &[u8],
+    program: &Program,
     specs: &[String],
     quiet: bool,
     json: bool,
     max_insns: Option<u64>,
 ) -> Result<u8, Failure> {
-    let mut machine = Machine::new(config(max_insns, !json));
-    machine.load(name, elf)?;
+    let mut machine = program.machine(config(max_insns, !json))?;
     for spec in specs {
         machine.add_probes(spec)?;
     }
@@ -186,7 +210,7 @@ fn trace(
     let mut out = BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) ends the report early; the exit code still counts.
     let _ = if json {
-        write_json(&mut out, name, &result)
+        write_json(&mut out, &program.name, &result)
     } else {
         write_report(&mut out, &machine, &result, quiet)
     };

@@ -350,3 +350,23 @@ fn machines_run_in_parallel_threads() {
         assert_eq!(t.join().ok(), Some(89));
     }
 }
+
+#[test]
+fn exec_looks_in_the_image_directory_first() {
+    let dir = std::env::temp_dir().join(format!("ruprobes-sim-images-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    // A "hello" that is really fib: the child's exec must pick it up.
+    std::fs::write(dir.join("hello.elf"), elf("fib")).unwrap_or_else(|e| panic!("{e}"));
+    let mut m = Machine::new(Config::default());
+    m.set_image_dir(&dir);
+    m.load("forker", &elf("forker"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let result = m.run().unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        out.contains("fib(10) = 55\n") && !out.contains("hello, world"),
+        "{out}"
+    );
+    assert_eq!(result.status, ExitStatus::Exited(0));
+}
