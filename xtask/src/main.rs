@@ -6,6 +6,7 @@
 
 mod fixtures;
 mod manifest;
+mod perf;
 mod qemu_test;
 mod qemu_user;
 
@@ -35,6 +36,11 @@ const COMMANDS: &[Command] = &[
         "qemu-test",
         "boot the test kernel under qemu-system-riscv64 and compare its traces with the simulator's",
         qemu_test::run,
+    ),
+    (
+        "perf",
+        "measure probe costs on the fixtures in the simulator ([--json] [FIXTURE ...])",
+        perf::run,
     ),
 ];
 
