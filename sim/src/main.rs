@@ -9,7 +9,11 @@
 //!
 //! Output of `trace`: the program's output as it is written, then a report on stdout after
 //! a `--- trace` header line: the trace (unless `--quiet`), a per-probe table and, for each
-//! return probe, a log2 histogram of function latency in instructions (entry to return).
+//! return probe, a log2 histogram of function latency in instructions (entry to return;
+//! instructions the engine emulates on a hit do not count). The table's counters are those
+//! of the probed address (all probes there together): HITS counts traps at the address,
+//! RETURNS and MISSED (shown for return probes) count returns seen and returns missed
+//! beyond the engine's depth limit.
 //! `--json` prints one JSON document instead. `run` and `trace` exit with the program's exit
 //! code, or 128 + N if it was killed by signal N, like `qemu-riscv64`.
 //!
@@ -249,6 +253,11 @@ fn write_report(
     for p in &result.probes {
         let location = location(machine, p.addr);
         let s = p.stats;
+        // Counters belong to the address; returns only mean something for return probes.
+        let (returns, missed) = match p.role {
+            ProbeRole::Entry => ("-".to_string(), "-".to_string()),
+            _ => (s.returns.to_string(), s.missed.to_string()),
+        };
         writeln!(
             out,
             "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}",
@@ -256,8 +265,8 @@ fn write_report(
             format!("{:#x}", p.addr),
             location,
             s.hits,
-            s.returns,
-            s.missed
+            returns,
+            missed
         )?;
     }
     for p in result.probes.iter().filter(|p| p.role == ProbeRole::Return) {

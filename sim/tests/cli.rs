@@ -68,16 +68,19 @@ fn trace_fib_entry_and_return() {
         out.contains("pid 1 ret fib a0=0x37\n"),
         "fib(10) returns 55: {out}"
     );
-    // fib(10) makes 89 calls (one recursive call per loop step): both probes count them, the return probe sees every return.
+    // fib(10) makes 89 calls (one recursive call per loop step): both probes count them,
+    // the return probe sees every return.
     let row = |spec: &str| {
         out.lines()
             .find(|l| l.starts_with(&format!("{spec} ")))
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
     };
+    let ret = row("uretprobe:fib").unwrap_or_default();
+    assert_eq!(ret[1..], ["0x10014", "fib", "89", "89", "0"], "{out}");
     let entry = row("uprobe:fib").unwrap_or_default();
     assert_eq!(
         entry[1..],
-        ["0x10014", "fib", "89", "89", "0"],
+        ["0x10014", "fib", "89", "-", "-"],
         "hit table row: {out}"
     );
     assert!(out.contains("--- latency of uretprobe:fib at fib (instructions, entry to return)"));
