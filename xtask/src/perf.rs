@@ -60,8 +60,8 @@ pub struct FixtureReport {
     pub sim_mips: f64,
     /// The same program on rvemu.
     pub rvemu: Result<RvemuReport, String>,
-    /// Whether every probed run printed what the unprobed run printed.
-    pub same_output: bool,
+    /// The probed runs whose output or exit status differ from the unprobed run's.
+    pub differing_runs: Vec<String>,
 }
 
 /// Probe sites by class.
@@ -243,9 +243,11 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
 
     let (base_secs, base, base_result) = timed(|| setup(name, &elf, |_| {}))?;
     let base_traps = base.breakpoint_traps();
-    let mut same_output = true;
-    let mut check = |r: &RunResult| {
-        same_output &= r.stdout == base_result.stdout && r.status == base_result.status
+    let mut differing_runs = Vec::new();
+    let mut check = |run: &str, r: &RunResult| {
+        if r.stdout != base_result.stdout || r.status != base_result.status {
+            differing_runs.push(run.to_string());
+        }
     };
 
     // Traps per hit, one class at a time (traps not ours, as in trap_self, subtracted).
@@ -259,7 +261,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         let (m, r) = once(setup(name, &elf, |m| {
             ids = add_probes(m, of_class(class), Kind::Entry).0
         }))?;
-        check(&r);
+        check(&format!("{class:?} sites"), &r);
         *slot = ratio(
             m.breakpoint_traps().saturating_sub(base_traps),
             hits(&m, &ids),
@@ -270,7 +272,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
     let (m, r) = once(setup(name, &elf, |m| {
         ids = add_probes(m, entries.iter().copied(), Kind::Return).0
     }))?;
-    check(&r);
+    check("uretprobe on every function", &r);
     traps_per_hit.uretprobe = ratio(
         m.breakpoint_traps().saturating_sub(base_traps),
         hits(&m, &ids),
@@ -290,7 +292,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         probe_all(&mut m);
         Ok(m)
     })?;
-    check(&every_result);
+    check("every instruction", &every_result);
     // The probes of the last timed machine, with their ids (registration is deterministic).
     let mut counted = setup(name, &elf, |_| {})?;
     for (class, ids, skipped) in probe_all(&mut counted) {
@@ -343,7 +345,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
                     add_probes(m, [f.addr], Kind::Return);
                 })
             })?;
-            check(&r);
+            check("hottest entry+return", &r);
             Some(secs / base_secs)
         }
         None => None,
@@ -370,7 +372,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         },
         sim_mips: base_result.instructions as f64 / base_secs / 1e6,
         rvemu,
-        same_output,
+        differing_runs,
     })
 }
 
@@ -511,8 +513,11 @@ fn print_table(reports: &[FixtureReport]) {
             Ok(_) => {}
             Err(e) => notes.push(format!("rvemu: {e}")),
         }
-        if !r.same_output {
-            notes.push("a probed run's output DIFFERS from the unprobed run".into());
+        if !r.differing_runs.is_empty() {
+            notes.push(format!(
+                "output DIFFERS from the unprobed run with: {}",
+                r.differing_runs.join(", ")
+            ));
         }
         println!("{:<10} {}", r.fixture, notes.join("; "));
     }
