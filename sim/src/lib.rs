@@ -4,7 +4,7 @@
 //! tables in it), [`cpu`] (the RV64IMAC interpreter), [`kernel`] (processes, ELF images,
 //! system calls, the cooperative scheduler), [`space`] (the engine's view of a process's
 //! memory, with fault injection), [`machine`] (all of it plus a ruprobes engine and the
-//! [`trace`]), [`scenario`] (the canonical scenarios in the QEMU kernel's block format),
+//! [`trace`]), [`probes`] (probe specs, tracing consumers, counters), [`scenario`] (the canonical scenarios in the QEMU kernel's block format),
 //! [`symbols`] (text symbols for probe specs and traces) and [`seed_ffi`] (the
 //! `extern "C"` hooks of the seed face). The `ruprobes-sim` binary is the CLI.
 pub mod cpu;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod kernel;
 pub mod machine;
 pub mod mem;
+pub mod probes;
 pub mod scenario;
 pub mod seed_ffi;
 pub mod space;
