@@ -480,3 +480,49 @@ fn bad_spec(spec: &str, e: ruprobes_trace::SpecError) -> SimError {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_log2() {
+        let mut h = Histogram::default();
+        for v in [0, 1, 2, 3, 4, 7, 8, 1000] {
+            h.add(v);
+        }
+        assert_eq!(h.buckets, [1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(Histogram::range(0), (0, 1));
+        assert_eq!(Histogram::range(3), (4, 8));
+        assert_eq!(Histogram::range(10), (512, 1024));
+        assert_eq!(Histogram::range(64), (1 << 63, u64::MAX));
+        assert_eq!(h.count(), 8);
+    }
+
+    #[test]
+    fn latency_matches_returns_by_stack_depth() {
+        let mut l = Latency::default();
+        // Nested calls: outer at sp 1000, inner at sp 900.
+        l.enter(1, 1000, 10);
+        l.enter(1, 900, 20);
+        l.exit(1, 900, 25);
+        l.exit(1, 1000, 40);
+        assert_eq!(l.histogram.count(), 2);
+        // A longjmp skips the inner return: the outer return drops the inner call.
+        l.enter(1, 1000, 100);
+        l.enter(1, 900, 110);
+        l.enter(1, 800, 120);
+        l.exit(1, 1000, 164);
+        assert_eq!(l.histogram.count(), 3);
+        assert_eq!(
+            l.histogram.buckets[7], 1,
+            "64 instructions: bucket [64, 128)"
+        );
+        assert!(l.stacks[&1].is_empty());
+        // A return on another thread, or with no matching call, counts nothing.
+        l.exit(2, 1000, 200);
+        l.enter(1, 700, 300);
+        l.exit(1, 750, 310);
+        assert_eq!(l.histogram.count(), 3);
+    }
+}

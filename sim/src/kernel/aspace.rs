@@ -232,3 +232,50 @@ pub fn pte_flags(perms: Perms) -> u64 {
     }
     flags
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_copies_every_page_and_frees_cleanly() {
+        let mut mem = PhysMem::new(256);
+        let free_at_start = mem.free_frames();
+        let mut parent = AddressSpace::new(&mut mem).unwrap_or_else(|e| panic!("{e}"));
+        let data = Perms {
+            read: true,
+            write: true,
+            exec: false,
+        };
+        assert!(parent
+            .map_new(&mut mem, 0x10000, pte_flags(data), Some(&[7; 4096]))
+            .is_ok());
+        let xol = parent
+            .map_xol_page(&mut mem)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(xol, XOL_BASE);
+        assert!(parent.write(&mut mem, xol, &[1, 2], Access::Kernel).is_ok());
+        assert!(
+            parent
+                .write(&mut mem, xol, &[1, 2], Access::UserWrite)
+                .is_err(),
+            "XOL is not user-writable"
+        );
+        let child = parent.fork(&mut mem).unwrap_or_else(|e| panic!("{e}"));
+        // The child has its own copy.
+        assert!(parent
+            .write(&mut mem, 0x10000, &[9], Access::UserWrite)
+            .is_ok());
+        let mut buf = [0u8; 2];
+        assert!(child
+            .read(&mem, 0x10000, &mut buf[..1], Access::UserRead)
+            .is_ok());
+        assert_eq!(buf[0], 7);
+        assert!(child.read(&mem, xol, &mut buf, Access::UserRead).is_ok());
+        assert_eq!(buf, [1, 2], "XOL pages are copied too");
+        assert_eq!(child.xol_next, XOL_BASE + PAGE_SIZE);
+        parent.free(&mut mem);
+        child.free(&mut mem);
+        assert_eq!(mem.free_frames(), free_at_start, "every frame returned");
+    }
+}

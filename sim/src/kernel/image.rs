@@ -173,3 +173,61 @@ impl Image {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fib() -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/bin/fib.elf");
+        std::fs::read(path).unwrap_or_default()
+    }
+
+    fn why(result: Result<Arc<Image>, SimError>) -> String {
+        match result {
+            Err(SimError::BadElf { why, .. }) => why,
+            other => panic!("expected a BadElf error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn loads_text_and_data_with_their_permissions() {
+        let image = Image::parse("fib", &fib()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(image.entry, 0x10000);
+        let text = &image.pages[0];
+        assert_eq!(text.va, 0x10000);
+        assert_eq!(
+            text.perms,
+            Perms {
+                read: true,
+                write: false,
+                exec: true
+            }
+        );
+        assert!(
+            image.pages.iter().all(|p| !(p.perms.write && p.perms.exec)),
+            "W^X"
+        );
+        assert_eq!(image.symbols.resolve("fib"), Some(0x10014));
+        // `addi sp, sp, -48` (c.addi16sp) starts fib.
+        assert_eq!(image.initial_bytes(0x10014, 2), Some(vec![0x79, 0x71]));
+        assert_eq!(image.initial_bytes(0x2000_0000, 1), None);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_load() {
+        let elf = fib();
+        assert_eq!(why(Image::parse("x", b"#!/bin/sh\n")), "not an ELF file");
+        let mut x86 = elf.clone();
+        x86[18] = 62; // e_machine = EM_X86_64
+        assert!(why(Image::parse("x", &x86)).starts_with("not a RISC-V 64 executable"));
+        let mut dynamic = elf.clone();
+        dynamic[16] = 3; // e_type = ET_DYN
+        assert!(why(Image::parse("x", &dynamic)).contains("ET_EXEC"));
+        let mut entry = elf.clone();
+        entry[24..32].copy_from_slice(&0x2000_0000u64.to_le_bytes());
+        assert!(why(Image::parse("x", &entry)).contains("entry point"));
+        let truncated = &elf[..elf.len() / 3];
+        assert!(Image::parse("x", truncated).is_err());
+    }
+}
