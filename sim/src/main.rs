@@ -28,13 +28,24 @@ use clap::{Parser, Subcommand};
 use ruprobes_sim::machine::{Config, Histogram, Machine, ProbeReport, ProbeRole, RunResult};
 use ruprobes_sim::{scenario, SimError};
 
+const EXAMPLES: &str = "\
+Without a command, traces the bundled demo (fib with entry and return probes).
+
+Examples:
+  ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib
+  ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:main+8 --quiet
+  ruprobes-sim trace fixtures/bin/insn_zoo.elf -p 'uprobe:zoo_*' --json
+  ruprobes-sim run fixtures/bin/hello.elf
+
+run and trace exit with the program's exit code (128 + N if killed by signal N).";
+
 /// The demo traced when no arguments are given.
 const DEMO_ELF: &[u8] = include_bytes!("../../fixtures/bin/fib.elf");
 const DEMO_PROBES: [&str; 2] = ["uprobe:fib", "uretprobe:fib"];
 
 /// Run RISC-V (RV64IMAC) programs in a simulator with ruprobes uprobes.
 #[derive(Parser, Debug)]
-#[command(name = "ruprobes-sim", version, about, long_about = None)]
+#[command(name = "ruprobes-sim", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

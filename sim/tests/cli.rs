@@ -362,3 +362,12 @@ fn thousands_of_probes_on_one_command_line() {
         specs.len()
     );
 }
+
+#[test]
+fn help_shows_the_examples() {
+    let o = sim(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o)
+        .contains("ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib"));
+    assert!(stderr(&o).is_empty());
+}
