@@ -68,11 +68,14 @@ struct Case {
     what: &'static str,
     faults: FaultInjection,
     /// Returns the engine error of the bad request.
-    request: Box<dyn Fn(&mut Machine, &Image) -> Result<(), SimError>>,
+    request: Request,
     expect: Box<dyn Fn(&Image) -> Error>,
 }
 
-fn register_at(addr: u64) -> Box<dyn Fn(&mut Machine, &Image) -> Result<(), SimError>> {
+/// Makes the bad request on a loaded machine; returns what the machine answered.
+type Request = Box<dyn Fn(&mut Machine, &Image) -> Result<(), SimError>>;
+
+fn register_at(addr: u64) -> Request {
     Box::new(move |m, _| m.register(addr, quiet()).map(drop))
 }
 

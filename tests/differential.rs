@@ -39,10 +39,12 @@ fn core(bytes: &[u8], pc: u64, x: &[u64; 32]) -> State {
     engine
         .register("/diff", pc as usize, Consumer::new(), Some(&mut space))
         .unwrap_or_else(|e| panic!("register {bytes:02x?}: {e}"));
-    let mut cx = TrapContext::default();
-    cx.x = x.map(|v| v as usize);
+    let mut cx = TrapContext {
+        x: x.map(|v| v as usize),
+        sepc: pc as usize,
+        ..TrapContext::default()
+    };
     cx.x[0] = 0;
-    cx.sepc = pc as usize;
     assert_eq!(
         engine.handle_breakpoint(&mut space, &mut cx),
         Trap::Handled,
@@ -62,10 +64,12 @@ fn core(bytes: &[u8], pc: u64, x: &[u64; 32]) -> State {
 
 /// The core's decoded instruction executed directly ([`Insn::execute`]).
 fn core_execute(insn: &Insn, pc: u64, x: &[u64; 32]) -> State {
-    let mut cx = TrapContext::default();
-    cx.x = x.map(|v| v as usize);
+    let mut cx = TrapContext {
+        x: x.map(|v| v as usize),
+        sepc: pc as usize,
+        ..TrapContext::default()
+    };
     cx.x[0] = 0;
-    cx.sepc = pc as usize;
     assert!(insn.execute(&mut cx), "{insn:?} is computed by the core");
     State {
         x: cx.x.map(|v| v as u64),

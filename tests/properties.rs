@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use ruprobes::{abi, Consumer, Error};
 use ruprobes_sim::kernel::image::Image;
-use ruprobes_sim::machine::{Config, Machine, Progress};
+use ruprobes_sim::machine::{Config, Progress};
 use ruprobes_sim::{ProbeId, SimError};
 use ruprobes_suite::{cases, finish, fixture, fixtures, sites, Fixture, Outcome, Site};
 
@@ -148,6 +148,16 @@ impl Reference {
         out
     }
 }
+
+/// A registered recording probe: address, handle, entry, post and (for return probes)
+/// return handler call counts.
+type Recorded = (
+    u64,
+    ProbeId,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Option<Arc<AtomicU64>>,
+);
 
 /// A consumer counting entry and post calls; with `ret`, also returns.
 fn recorder(
@@ -370,13 +380,7 @@ fn check_probes(r: &Reference, picks: &[Index], ret_funcs: &[u64]) {
     ret_funcs.dedup();
 
     let mut m = r.fixture.machine(Config::default());
-    let mut probes: Vec<(
-        u64,
-        ProbeId,
-        Arc<AtomicU64>,
-        Arc<AtomicU64>,
-        Option<Arc<AtomicU64>>,
-    )> = Vec::new();
+    let mut probes: Vec<Recorded> = Vec::new();
     for site in &chosen {
         let (e, p) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         match (m.register(site.addr, recorder(&e, &p, None)), site.class) {
