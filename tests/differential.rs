@@ -182,7 +182,7 @@ fn pc() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(config(4096))]
+    #![proptest_config(config(10_000))]
 
     #[test]
     fn core_equals_interpreter_equals_rvemu(bytes in computed_insn(), x in regs(), pc in pc()) {
