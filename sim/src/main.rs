@@ -153,6 +153,8 @@ struct Program {
     elf: Vec<u8>,
     /// Its directory, where `exec` looks for sibling programs first.
     dir: Option<PathBuf>,
+    /// The path the user gave, for error messages.
+    shown: String,
 }
 
 impl Program {
@@ -162,7 +164,14 @@ impl Program {
         if let Some(dir) = &self.dir {
             machine.set_image_dir(dir);
         }
-        machine.load(&self.name, &self.elf)?;
+        machine.load(&self.name, &self.elf).map_err(|e| match e {
+            // Name the file the user gave, not its probe key.
+            SimError::BadElf { why, .. } => SimError::BadElf {
+                name: self.shown.clone(),
+                why,
+            },
+            other => other,
+        })?;
         Ok(machine)
     }
 }
@@ -178,7 +187,13 @@ fn read_program(path: &Path) -> Result<Program, Failure> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "prog".into());
     let dir = path.parent().map(Path::to_path_buf);
-    Ok(Program { name, elf, dir })
+    let shown = path.display().to_string();
+    Ok(Program {
+        name,
+        elf,
+        dir,
+        shown,
+    })
 }
 
 fn config(max_insns: Option<u64>, echo: bool) -> Config {
@@ -199,6 +214,7 @@ fn trace_demo() -> Result<u8, Failure> {
         name: "fib".into(),
         elf: DEMO_ELF.to_vec(),
         dir: None,
+        shown: "fixtures/bin/fib.elf".into(),
     };
     trace(&demo, &probes, false, false, None)
 }

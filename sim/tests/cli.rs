@@ -219,10 +219,11 @@ fn max_insns_stops_a_runaway() {
 fn bad_inputs_are_one_error_line() {
     assert_error(&sim(&["run", "no/such/file.elf"]), 1, "no/such/file.elf");
     let not_elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let not_elf = not_elf.display().to_string();
     assert_error(
-        &sim(&["run", &not_elf.display().to_string()]),
+        &sim(&["run", &not_elf]),
         1,
-        "not an ELF file",
+        &format!("{not_elf}: not an ELF file"),
     );
     // The simulator itself is an ELF file, but not a RISC-V one (on an ELF host).
     let host = env!("CARGO_BIN_EXE_ruprobes-sim");
