@@ -3,7 +3,8 @@
 //! Groups:
 //! - `per_hit`: every trap of one hit, by instruction class, with the floor of the trap path
 //!   (a breakpoint that is not ours) in the same group.
-//! - `scaling`: one emulated hit with 1, 1 000 and 100 000 probes registered and armed.
+//! - `scaling`: one hit (emulated; out of line) with 1, 1 000 and 100 000 probes of its
+//!   class registered and armed.
 //! - `register`: register + arm, and unregister + restore, of one probe, with 1 and 100 000
 //!   other probes registered.
 //!
@@ -44,15 +45,17 @@ fn per_hit(c: &mut Criterion) {
 
 fn scaling(c: &mut Criterion) {
     let mut group = c.benchmark_group("scaling");
-    for n in SCALES {
-        let Ok(mut many) = Many::new(n, 0) else {
-            eprintln!("scaling: cannot arm {n} probes; skipped");
-            continue;
-        };
-        assert!(many.hit(), "the probe among {n} is not handled");
-        group.bench_with_input(BenchmarkId::new("emulate_hit", n), &n, |b, _| {
-            b.iter(|| black_box(many.hit()))
-        });
+    for (name, xol) in [("emulate_hit", false), ("xol_hit", true)] {
+        for n in SCALES {
+            let Ok(mut many) = Many::new(n, 0, xol) else {
+                eprintln!("scaling: cannot arm {n} probes; skipped");
+                continue;
+            };
+            assert!(many.hit(), "the probe among {n} is not handled");
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| black_box(many.hit()))
+            });
+        }
     }
     group.finish();
 }
@@ -63,7 +66,7 @@ const SPARE: usize = 1024;
 fn register(c: &mut Criterion) {
     let mut group = c.benchmark_group("register");
     for n in [1, 100_000] {
-        let Ok(mut many) = Many::new(n, SPARE) else {
+        let Ok(mut many) = Many::new(n, SPARE, false) else {
             eprintln!("register: cannot arm {n} probes; skipped");
             continue;
         };

@@ -184,8 +184,8 @@ impl Hits {
     }
 }
 
-/// An engine with `n` emulated probes (`addi a0, a0, 1` each) armed in one process, for
-/// per-hit cost as probes multiply, and spare unprobed instructions for register costs.
+/// An engine with `n` probes of one class armed in one process, for per-hit cost as
+/// probes multiply, and spare unprobed instructions for register costs.
 pub struct Many {
     /// The engine.
     pub engine: Uprobes,
@@ -197,15 +197,17 @@ pub struct Many {
     pub probed: usize,
     /// Instructions with no probe, free for registering.
     pub spare: Vec<usize>,
+    /// Whether the probes step out of line (two traps per hit, one slot each).
+    xol: bool,
 }
 
 impl Many {
-    /// `n` probes (n >= 1) on `n` consecutive instructions, then `spare` unprobed ones.
-    pub fn new(n: usize, spare: usize) -> Result<Self, ruprobes::Error> {
+    /// `n` probes (n >= 1) on `n` consecutive instructions, then `spare` unprobed ones: all
+    /// `addi a0, a0, 1` (emulated), or with `xol` all `ld a2, 0(a1)` (out of line).
+    pub fn new(n: usize, spare: usize, xol: bool) -> Result<Self, ruprobes::Error> {
         let n = n.max(1);
-        let code: Vec<u8> = (0..n + spare)
-            .flat_map(|_| addi(A0, A0, 1).to_le_bytes())
-            .collect();
+        let insn = if xol { ld(A2, A1) } else { addi(A0, A0, 1) };
+        let code: Vec<u8> = (0..n + spare).flat_map(|_| insn.to_le_bytes()).collect();
         let engine = Uprobes::new();
         // Not `with_text`: its data page would land inside this long text.
         let mut space = MemSpace::new(1);
@@ -222,15 +224,31 @@ impl Many {
             regs: TrapContext::default(),
             probed: site(n / 2),
             spare: (n..n + spare).map(site).collect(),
+            xol,
         })
     }
 
-    /// One hit of the middle probe; `true` if it was handled.
+    /// Every trap of one hit of the middle probe; `true` if they were handled.
     pub fn hit(&mut self) -> bool {
         self.regs.set_pc(self.probed);
-        self.engine
+        if self
+            .engine
             .handle_breakpoint(&mut self.space, &mut self.regs)
-            == Trap::Handled
-            && self.regs.pc() == self.probed + 4
+            != Trap::Handled
+        {
+            return false;
+        }
+        if self.xol {
+            let slot_end = self.regs.pc() + 4;
+            self.regs.set_pc(slot_end);
+            if self
+                .engine
+                .handle_breakpoint(&mut self.space, &mut self.regs)
+                != Trap::Handled
+            {
+                return false;
+            }
+        }
+        self.regs.pc() == self.probed + 4
     }
 }

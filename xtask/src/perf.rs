@@ -20,10 +20,17 @@
 #[allow(dead_code)]
 mod workload;
 
+#[path = "../../benches/support/hits.rs"]
+#[allow(dead_code)]
+mod hits;
+
 mod rvemu_user;
 
+use std::hint::black_box;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use hits::{Hits, Many, Site};
 
 use ruprobes::decode::Class;
 use ruprobes_sim::kernel::ExitStatus;
@@ -38,6 +45,89 @@ const MIN_RUNS: usize = 3;
 /// Timed runs of a configuration go on until they took this long together (or 20 runs).
 const MIN_SECS: f64 = 0.3;
 const MAX_RUNS: usize = 20;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Per-hit costs in the core.
+    pub core: CoreReport,
+    /// One entry per fixture.
+    pub fixtures: Vec<FixtureReport>,
+}
+
+/// Per-hit cost in the core through the public trap API (in-memory user space), each the
+/// fastest of [`ROUNDS`] batches of [`BATCH`] hits, all cases interleaved round by round
+/// so that a busy machine slows them alike.
+#[derive(Debug, Serialize)]
+pub struct CoreReport {
+    /// Nanoseconds per hit (all its traps), by class; the first is the floor (not ours).
+    pub per_hit_ns: Vec<(String, f64)>,
+    /// Nanoseconds per emulated hit with this many probes armed.
+    pub scaling_ns: Vec<(usize, f64)>,
+    /// Per-hit cost with the most probes over the cost with one.
+    pub scaling_ratio: f64,
+    /// Nanoseconds per out-of-line hit (both traps) with this many such probes armed.
+    pub xol_scaling_ns: Vec<(usize, f64)>,
+    /// The same ratio for out-of-line hits.
+    pub xol_scaling_ratio: f64,
+}
+
+/// Batches per case in [`measure_core`].
+const ROUNDS: usize = 50;
+/// Hits per batch.
+const BATCH: u32 = 10_000;
+/// Probe counts of the scaling measurement.
+const SCALES: [usize; 3] = [1, 1_000, 100_000];
+
+/// Times `BATCH` calls of `hit`; nanoseconds per call, or `None` if one failed.
+fn batch(mut hit: impl FnMut() -> bool) -> Option<f64> {
+    let start = Instant::now();
+    for _ in 0..BATCH {
+        if !black_box(hit()) {
+            return None;
+        }
+    }
+    Some(start.elapsed().as_nanos() as f64 / f64::from(BATCH))
+}
+
+fn measure_core() -> Result<CoreReport, String> {
+    let mut hits = Hits::new().map_err(|e| format!("arming the core probes: {e}"))?;
+    let arm = |xol: bool| {
+        SCALES
+            .iter()
+            .map(|&n| Many::new(n, 0, xol).map_err(|e| format!("arming {n} probes: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut many = arm(false)?;
+    many.extend(arm(true)?);
+    let mut per_site = [f64::INFINITY; Site::ALL.len()];
+    let mut per_scale = vec![f64::INFINITY; many.len()];
+    for _ in 0..ROUNDS {
+        for (best, &site) in per_site.iter_mut().zip(&Site::ALL) {
+            let ns = batch(|| hits.hit(site))
+                .ok_or_else(|| format!("{} hit not handled", site.name()))?;
+            *best = best.min(ns);
+        }
+        for (best, m) in per_scale.iter_mut().zip(&mut many) {
+            let ns = batch(|| m.hit()).ok_or("scaling hit not handled")?;
+            *best = best.min(ns);
+        }
+    }
+    Ok(CoreReport {
+        per_hit_ns: Site::ALL
+            .iter()
+            .map(|s| s.name().to_string())
+            .zip(per_site)
+            .collect(),
+        scaling_ratio: per_scale[SCALES.len() - 1] / per_scale[0],
+        xol_scaling_ratio: per_scale[2 * SCALES.len() - 1] / per_scale[SCALES.len()],
+        xol_scaling_ns: SCALES
+            .into_iter()
+            .zip(per_scale[SCALES.len()..].iter().copied())
+            .collect(),
+        scaling_ns: SCALES.into_iter().zip(per_scale).collect(),
+    })
+}
 
 /// The report on one fixture.
 #[derive(Debug, Serialize)]
@@ -152,16 +242,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if names.is_empty() {
         names = fixture_names().map_err(|e| format!("reading the fixture manifest: {e}"))?;
     }
-    let mut reports = Vec::new();
+    eprintln!("perf: core");
+    let core = measure_core()?;
+    let mut fixtures = Vec::new();
     for name in &names {
         eprintln!("perf: {name}");
-        reports.push(measure(name)?);
+        fixtures.push(measure(name)?);
     }
+    let report = Report { core, fixtures };
     if json {
-        let text = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
-        print_table(&reports);
+        print_core(&report.core);
+        print_table(&report.fixtures);
     }
     Ok(())
 }
@@ -453,6 +547,37 @@ fn demangle(name: &str) -> String {
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn print_core(core: &CoreReport) {
+    println!(
+        "core: ns per hit (all its traps), fastest of {ROUNDS} interleaved batches of {BATCH} hits"
+    );
+    let floor = core.per_hit_ns.first().map_or(1.0, |(_, ns)| *ns);
+    for (name, ns) in &core.per_hit_ns {
+        println!("  {name:<24} {ns:>7.1} ns  {:>5.2}x the floor", ns / floor);
+    }
+    let scaling: Vec<String> = core
+        .scaling_ns
+        .iter()
+        .map(|(n, ns)| format!("{n} probes {ns:.1} ns"))
+        .collect();
+    println!(
+        "  scaling (emulated hit)   {}; ratio {:.2}x",
+        scaling.join(", "),
+        core.scaling_ratio
+    );
+    let scaling: Vec<String> = core
+        .xol_scaling_ns
+        .iter()
+        .map(|(n, ns)| format!("{n} probes {ns:.1} ns"))
+        .collect();
+    println!(
+        "  scaling (out-of-line)    {}; ratio {:.2}x",
+        scaling.join(", "),
+        core.xol_scaling_ratio
+    );
+    println!();
 }
 
 fn print_table(reports: &[FixtureReport]) {
