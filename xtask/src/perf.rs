@@ -1,8 +1,10 @@
 //! `cargo xtask perf [--json] [FIXTURE ...]`: what probes cost on real programs.
 //!
-//! For each fixture (default: every one in `fixtures/bin/MANIFEST`) it runs the program in
-//! the simulator several ways, all in this one process, and prints one table (see
-//! docs/PERF.md for how to read it):
+//! First the core alone ([`measure_core`]): nanoseconds per hit by class and as probes
+//! multiply, through the public trap API with an in-memory user space. Then, for each
+//! fixture (default: every one in `fixtures/bin/MANIFEST`), it runs the program in the
+//! simulator several ways, all in this one process, and prints one table (see docs/PERF.md
+//! for how to read it):
 //! - unprobed: instructions retired and wall time (the simulator's MIPS);
 //! - one run per instruction class with a do-nothing probe on every site of that class,
 //!   and one with a return probe on every function: breakpoint traps per probe hit;
@@ -225,6 +227,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             return rvemu_child(name);
         }
     }
+    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && *a != "--json") {
+        return Err(format!(
+            "unknown option {bad} (usage: cargo xtask perf [--json] [FIXTURE ...])"
+        ));
+    }
     if cfg!(debug_assertions) {
         return rerun_optimised(args);
     }
@@ -234,11 +241,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .filter(|a| !a.starts_with("--"))
         .cloned()
         .collect();
-    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && *a != "--json") {
-        return Err(format!(
-            "unknown option {bad} (usage: cargo xtask perf [--json] [FIXTURE ...])"
-        ));
-    }
     if names.is_empty() {
         names = fixture_names().map_err(|e| format!("reading the fixture manifest: {e}"))?;
     }
