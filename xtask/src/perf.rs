@@ -42,6 +42,8 @@ use workload::{
     add_probes, fixture_elf, fixture_names, functions, hits, hottest_function, sites, Kind,
 };
 
+/// The signal both kernels kill a process with on a breakpoint that is not a probe's.
+const SIGTRAP: i32 = 5;
 /// Fewest timed runs of each configuration.
 const MIN_RUNS: usize = 3;
 /// Timed runs of a configuration go on until they took this long together (or 20 runs).
@@ -217,7 +219,8 @@ struct RvemuRun {
     instructions: u64,
     secs: f64,
     stdout: String,
-    exit_code: i64,
+    /// `None`: ended by the program's own breakpoint.
+    exit_code: Option<i64>,
 }
 
 /// Entry point of `cargo xtask perf`.
@@ -452,8 +455,11 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         mips: run.instructions as f64 / run.secs / 1e6,
         same_as_sim: run.stdout.as_bytes() == base_result.stdout.as_slice()
             && run.instructions == base_result.instructions
-            && i32::try_from(run.exit_code)
-                .is_ok_and(|code| base_result.status == ExitStatus::Exited(code)),
+            && base_result.status
+                == match run.exit_code {
+                    Some(code) => ExitStatus::Exited(code as i32),
+                    None => ExitStatus::Killed(SIGTRAP),
+                },
     });
     Ok(FixtureReport {
         fixture: name.to_string(),

@@ -7,7 +7,8 @@
 //! M-mode, drops the CPU to U-mode at the entry point and steps it with
 //! `Cpu::execute()` (rvemu's own per-instruction function; no device ticks). An `ecall` comes
 //! back as `EnvironmentCallFromUMode` and is served here: `write`, `exit`, `yield`,
-//! `getpid`, `get_time` (always 0). Programs that fork or exec are not supported.
+//! `getpid`, `get_time` (always 0). A breakpoint ends the run, as the SIGTRAP kill of our
+//! kernels does. Programs that fork or exec are not supported.
 //!
 //! The same instructions run as in our simulator; the caller checks that the output and
 //! the instruction count agree.
@@ -40,8 +41,9 @@ pub struct Run {
     pub secs: f64,
     /// Everything written to fd 1 and 2.
     pub stdout: Vec<u8>,
-    /// The exit code.
-    pub exit_code: i64,
+    /// The exit code; `None` if the program's own `ebreak` ended it (our kernels kill it
+    /// with SIGTRAP there).
+    pub exit_code: Option<i64>,
 }
 
 /// Physical memory handed out page by page from DRAM, and the program's page table.
@@ -173,13 +175,14 @@ pub fn run(image: &Image, max_insns: u64) -> Result<Run, String> {
                         stdout.extend(k.read_user(buf, len)?);
                         len
                     }
-                    93 => break arg(&k, 0) as i64,
+                    93 => break Some(arg(&k, 0) as i64),
                     124 | 169 => 0,
                     172 => 1,
                     other => return Err(format!("system call {other} is not supported on rvemu")),
                 };
                 k.cpu.xregs.write(A0, result);
             }
+            Err(Exception::Breakpoint) => break None,
             Err(e) => return Err(format!("{e:?} at pc {pc:#x}")),
         }
     };
