@@ -296,20 +296,34 @@ fn setup(name: &str, elf: &[u8], probe: impl FnOnce(&mut Machine)) -> Result<Mac
     Ok(m)
 }
 
+/// A finished timed run: the fastest time, and the last run's machine, result and whatever
+/// its set-up returned (e.g. probe ids).
+struct Timed<T> {
+    secs: f64,
+    machine: Machine,
+    result: RunResult,
+    extra: T,
+}
+
 /// Runs fresh machines from `make` at least [`MIN_RUNS`] times and until [`MIN_SECS`] went
-/// by; returns the fastest run's time and the last machine with its result.
-fn timed(make: impl Fn() -> Result<Machine, String>) -> Result<(f64, Machine, RunResult), String> {
+/// by (at most [`MAX_RUNS`] times); only `run()` is timed.
+fn timed<T>(make: impl Fn() -> Result<(Machine, T), String>) -> Result<Timed<T>, String> {
     let (mut best, mut total, mut runs) = (f64::INFINITY, 0.0, 0);
     loop {
-        let mut m = make()?;
+        let (mut machine, extra) = make()?;
         let start = Instant::now();
-        let result = m.run().map_err(|e| e.to_string())?;
+        let result = machine.run().map_err(|e| e.to_string())?;
         let secs = start.elapsed().as_secs_f64();
         best = best.min(secs);
         total += secs;
         runs += 1;
         if runs >= MAX_RUNS || (runs >= MIN_RUNS && total >= MIN_SECS) {
-            return Ok((best, m, result));
+            return Ok(Timed {
+                secs: best,
+                machine,
+                result,
+                extra,
+            });
         }
     }
 }
@@ -340,8 +354,9 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
             .map(|s| s.addr)
     };
 
-    let (base_secs, base, base_result) = timed(|| setup(name, &elf, |_| {}))?;
-    let base_traps = base.breakpoint_traps();
+    let base = timed(|| Ok((setup(name, &elf, |_| {})?, ())))?;
+    let (base_secs, base_result) = (base.secs, base.result);
+    let base_traps = base.machine.breakpoint_traps();
     let mut differing_runs = Vec::new();
     let mut check = |run: &str, r: &RunResult| {
         if r.stdout != base_result.stdout || r.status != base_result.status {
@@ -378,31 +393,24 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
     );
 
     // A probe on every accepted site.
-    let mut by_class: Vec<(Class, Vec<ruprobes_sim::ProbeId>)> = Vec::new();
-    let mut rejected = all.rejected;
-    let probe_all = |m: &mut Machine| {
-        [Class::Simulate, Class::Emulate, Class::Xol].map(|class| {
-            let (ids, skipped) = add_probes(m, of_class(class), Kind::Entry);
-            (class, ids, skipped)
-        })
-    };
-    let (every_secs, every, every_result) = timed(|| {
+    let every = timed(|| {
         let mut m = setup(name, &elf, |_| {})?;
-        probe_all(&mut m);
-        Ok(m)
+        let by_class = [Class::Simulate, Class::Emulate, Class::Xol]
+            .map(|class| (class, add_probes(&mut m, of_class(class), Kind::Entry)));
+        Ok((m, by_class))
     })?;
-    check("every instruction", &every_result);
-    // The probes of the last timed machine, with their ids (registration is deterministic).
-    let mut counted = setup(name, &elf, |_| {})?;
-    for (class, ids, skipped) in probe_all(&mut counted) {
-        rejected += skipped;
-        by_class.push((class, ids));
-    }
+    check("every instruction", &every.result);
+    let by_class = &every.extra;
+    let rejected = all.rejected
+        + by_class
+            .iter()
+            .map(|(_, (_, skipped))| skipped)
+            .sum::<usize>();
     let count = |class: Class| {
         by_class
             .iter()
             .filter(|(c, _)| *c == class)
-            .map(|(_, ids)| ids.len())
+            .map(|(_, (ids, _))| ids.len())
             .sum::<usize>()
     };
     let sites_count = SiteCounts {
@@ -415,7 +423,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         by_class
             .iter()
             .filter(|(c, _)| *c == class)
-            .map(|(_, ids)| hits(&every, ids))
+            .map(|(_, (ids, _))| hits(&every.machine, ids))
             .sum()
     };
     let (one_hits, xol_hits) = (
@@ -438,14 +446,15 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         .filter(|(_, calls)| *calls > 0);
     let hot_slowdown = match &hot {
         Some((f, _)) => {
-            let (secs, _, r) = timed(|| {
-                setup(name, &elf, |m| {
+            let hot = timed(|| {
+                let m = setup(name, &elf, |m| {
                     add_probes(m, [f.addr], Kind::Entry);
                     add_probes(m, [f.addr], Kind::Return);
-                })
+                })?;
+                Ok((m, ()))
             })?;
-            check("hottest entry+return", &r);
-            Some(secs / base_secs)
+            check("hottest entry+return", &hot.result);
+            Some(hot.secs / base_secs)
         }
         None => None,
     };
@@ -470,7 +479,7 @@ fn measure(name: &str) -> Result<FixtureReport, String> {
         hottest: hot.map(|(f, calls)| (demangle(&f.name), calls)),
         slowdown: Slowdown {
             hottest_entry_return: hot_slowdown,
-            every_instruction: every_secs / base_secs,
+            every_instruction: every.secs / base_secs,
         },
         sim_mips: base_result.instructions as f64 / base_secs / 1e6,
         rvemu,
