@@ -282,7 +282,7 @@ impl UserRegs for CpuRegs<'_> {
 /// How one out-of-line instruction ended: registers, pc and data memory, or a trap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Ending {
-    Ran { state: State, data: Vec<u8> },
+    Ran { state: Box<State>, data: Vec<u8> },
     Trapped { stop: Stop, pc: u64 },
 }
 
@@ -382,10 +382,10 @@ fn xol_reference(bytes: &[u8], pc: u64, x: &[u64; 32], data: &[u8]) -> Ending {
     cpu.pc = pc;
     match cpu.run(&mut s.mem, 1) {
         Stop::BudgetExhausted => Ending::Ran {
-            state: State {
+            state: Box::new(State {
                 x: cpu.x,
                 pc: cpu.pc,
-            },
+            }),
             data: s.data(),
         },
         stop => Ending::Trapped { stop, pc: cpu.pc },
@@ -433,10 +433,10 @@ fn xol_probed(bytes: &[u8], pc: u64, x: &[u64; 32], data: &[u8]) -> Ending {
                 if traps == 2 {
                     assert_eq!(posts.load(std::sync::atomic::Ordering::Relaxed), 1);
                     return Ending::Ran {
-                        state: State {
+                        state: Box::new(State {
                             x: cpu.x,
                             pc: cpu.pc,
-                        },
+                        }),
                         data: s.data(),
                     };
                 }
@@ -484,7 +484,10 @@ fn xol_rvemu(bytes: &[u8], pc: u64, x: &[u64; 32], data: &[u8]) -> Ending {
             })
             .collect()
     });
-    Ending::Ran { state, data }
+    Ending::Ran {
+        state: Box::new(state),
+        data,
+    }
 }
 
 /// Major opcodes (and compressed quadrants) of memory instructions the interpreter knows.
