@@ -465,6 +465,7 @@ proptest! {
     fn unregister_all_restores_the_text_also_mid_run(
         which in any::<Index>(),
         picks in prop::collection::vec(any::<Index>(), 1..48),
+        late_picks in prop::collection::vec(any::<Index>(), 0..16),
         ret_picks in prop::collection::vec(any::<Index>(), 0..4),
         stop_at in 0.0f64..1.0,
     ) {
@@ -472,9 +473,9 @@ proptest! {
         let mut m = r.fixture.machine(Config::default());
         let text = text_pages(&r.image);
         let mut ids = Vec::new();
+        let quiet = || Consumer::new().on_entry(|_, _| {}).on_post(|_, _| {});
         for i in &picks {
-            let site = i.get(&r.sites);
-            if let Ok(id) = m.register(site.addr, Consumer::new().on_entry(|_, _| {}).on_post(|_, _| {})) {
+            if let Ok(id) = m.register(i.get(&r.sites).addr, quiet()) {
                 ids.push(id);
             }
         }
@@ -483,8 +484,19 @@ proptest! {
                 ids.push(m.register(f, Consumer::new().on_return(|_, _| {})).unwrap_or_else(|e| panic!("{e}")));
             }
         }
+        // Run part of the way, add more probes (the thread may be paused inside an XOL
+        // slot), run on, then remove every probe.
         let total = r.pc_counts.values().sum::<u64>();
-        let progress = m.run_for((total as f64 * stop_at) as u64).unwrap_or_else(|e| panic!("{e}"));
+        let first = (total as f64 * stop_at / 2.0) as u64;
+        let mut progress = m.run_for(first).unwrap_or_else(|e| panic!("{e}"));
+        if progress == Progress::Paused {
+            for i in &late_picks {
+                if let Ok(id) = m.register(i.get(&r.sites).addr, quiet()) {
+                    ids.push(id);
+                }
+            }
+            progress = m.run_for(first).unwrap_or_else(|e| panic!("{e}"));
+        }
         for id in ids {
             m.unregister(id).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -538,6 +550,91 @@ fn unregister_all_before_running_restores_the_text() {
             );
         }
     }
+}
+
+/// A handler that unregisters its own probe (through the machine's queue) after `n` hits:
+/// exactly `n` hits, the text is the ELF's again, and the run is unchanged.
+#[test]
+fn a_handler_can_unregister_its_own_probe_mid_run() {
+    let r = references()
+        .iter()
+        .find(|r| r.fixture.name == "sort")
+        .unwrap_or_else(|| panic!("sort"));
+    let site = r
+        .sites
+        .iter()
+        .filter(|s| s.probeable())
+        .max_by_key(|s| r.count(s.addr))
+        .unwrap_or_else(|| panic!("a hot site"));
+    let n = r.count(site.addr) / 2;
+    assert!(n > 1000, "a hot site");
+    let mut m = r.fixture.machine(Config::default());
+    let queue = m.unregister_queue();
+    let hits = Arc::new(AtomicU64::new(0));
+    let id_cell = Arc::new(OnceLock::new());
+    let (h, cell) = (hits.clone(), id_cell.clone());
+    let id = m
+        .register(
+            site.addr,
+            Consumer::new().on_entry(move |_, _| {
+                if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    if let Some(&id) = cell.get() {
+                        queue.push(id);
+                    }
+                }
+            }),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    id_cell.set(id).unwrap_or_else(|_| panic!("set once"));
+    let outcome = finish(&mut m);
+    assert_same(
+        &r.outcome,
+        &outcome,
+        "sort, probe unregistered by its handler",
+        false,
+    );
+    assert_eq!(hits.load(Ordering::Relaxed), n);
+    assert_eq!(
+        m.stats(id).map(|s| s.hits),
+        Some(n),
+        "counters frozen at unregistration"
+    );
+    for (va, bytes) in text_pages(&r.image) {
+        assert!(
+            m.read_user(1, va, bytes.len()).unwrap_or_default() == bytes,
+            "text at {va:#x} is the ELF's"
+        );
+    }
+}
+
+/// A probe on a program that a child `exec`s is armed by the exec: forker's child runs
+/// hello, whose `main` is hit once, by pid 2.
+#[test]
+fn exec_arms_the_probes_of_the_new_image() {
+    let r = references()
+        .iter()
+        .find(|r| r.fixture.name == "forker")
+        .unwrap_or_else(|| panic!("forker"));
+    let hello = fixture("hello").image();
+    let main = hello
+        .symbols
+        .resolve("main")
+        .unwrap_or_else(|| panic!("hello main"));
+    let mut m = r.fixture.machine(Config::default());
+    let pids = Arc::new(Mutex::new(Vec::new()));
+    let p = pids.clone();
+    let id = m
+        .register_at(
+            "hello",
+            main,
+            Consumer::new()
+                .on_entry(move |_, hit| p.lock().unwrap_or_else(|e| e.into_inner()).push(hit.pid)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outcome = finish(&mut m);
+    assert_same(&r.outcome, &outcome, "forker with a probe on hello", false);
+    assert_eq!(*pids.lock().unwrap_or_else(|e| e.into_inner()), vec![2]);
+    assert_eq!(m.stats(id).map(|s| s.hits), Some(1));
 }
 
 #[test]
