@@ -5,13 +5,14 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use crate::addr_map::AddrMap;
 use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
 use crate::error::{Error, Unsupported};
 use crate::probe::{Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, Return};
 use crate::regs::{abi, UserRegs};
 use crate::space::{Pid, Tid, UserSpace};
 use crate::uretprobe::{ReturnInstance, ReturnStack};
-use crate::xol::{Xol, XolSite};
+use crate::xol::Xol;
 
 /// What the kernel should do after [`Uprobes::handle_breakpoint`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl ThreadState {
 #[derive(Clone)]
 struct Process {
     path: String,
-    armed: BTreeMap<usize, Armed>,
+    armed: AddrMap<Armed>,
     xol: Xol,
     threads: BTreeMap<Tid, ThreadState>,
 }
@@ -147,7 +148,7 @@ impl Process {
     fn new(path: &str) -> Self {
         Process {
             path: String::from(path),
-            armed: BTreeMap::new(),
+            armed: AddrMap::new(),
             xol: Xol::default(),
             threads: BTreeMap::new(),
         }
@@ -162,7 +163,7 @@ impl Process {
         wants_return: bool,
     ) -> Result<(), Error> {
         let addr = probe.addr;
-        if let Some(armed) = self.armed.get_mut(&addr) {
+        if let Some(armed) = self.armed.get_mut(addr) {
             // Already a breakpoint here: keep the recorded original, never re-read it.
             if wants_return {
                 self.xol.ensure_trampoline(space)?;
@@ -176,7 +177,7 @@ impl Process {
         // A 32-bit instruction armed just before: `addr` is its second half.
         if self
             .armed
-            .get(&(addr.wrapping_sub(2)))
+            .get(addr.wrapping_sub(2))
             .is_some_and(|a| a.insn.len() == 4)
         {
             return Err(Error::Conflict(addr));
@@ -187,7 +188,7 @@ impl Process {
         let insn = read_insn(space, addr)?;
         // A probe armed on this instruction's second half: its breakpoint is in the bytes
         // just read, and recording them as the original would corrupt the text later.
-        if insn.len() == 4 && self.armed.contains_key(&(addr + 2)) {
+        if insn.len() == 4 && self.armed.contains(addr + 2) {
             return Err(Error::Conflict(addr));
         }
         if wants_return {
@@ -216,7 +217,7 @@ impl Process {
 
     /// Restores the original instruction at `addr` and forgets the armed entry.
     fn disarm(&mut self, space: &mut dyn UserSpace, addr: usize) -> Result<(), Error> {
-        let Some(armed) = self.armed.get(&addr) else {
+        let Some(armed) = self.armed.get(addr) else {
             return Ok(());
         };
         let (bytes, len) = insn_bytes(&armed.insn);
@@ -233,7 +234,7 @@ impl Process {
                 self.xol.free(slot);
             }
         }
-        self.armed.remove(&addr);
+        self.armed.remove(addr);
         Ok(())
     }
 }
@@ -345,7 +346,7 @@ impl Uprobes {
             if let Some(proc) = reg.procs.get_mut(&pid) {
                 if proc
                     .armed
-                    .get(&probe.addr)
+                    .get(probe.addr)
                     .is_some_and(|a| Arc::ptr_eq(&a.probe, &probe))
                 {
                     proc.disarm(space, probe.addr)?;
@@ -368,7 +369,7 @@ impl Uprobes {
             .armed
             .iter()
             .filter(|(_, a)| a.probe.is_removed())
-            .map(|(addr, _)| *addr)
+            .map(|(addr, _)| addr)
             .collect();
         for addr in stale {
             if let Err(e) = proc.disarm(space, addr) {
@@ -483,7 +484,7 @@ impl Uprobes {
         let Some(proc) = reg.procs.get_mut(&pid) else {
             return Trap::NotOurs;
         };
-        if let Some(armed) = proc.armed.get(&pc) {
+        if let Some(armed) = proc.armed.get(pc) {
             if armed.probe.is_removed() {
                 // Unregistered while armed here: restore lazily and run the original.
                 return match proc.disarm(space, pc) {
@@ -495,44 +496,35 @@ impl Uprobes {
             drop(reg);
             return self.probe_hit(space, regs, armed);
         }
-        match proc.xol.site(pc) {
-            Some(XolSite::Trampoline) => {
-                drop(reg);
-                self.trampoline_hit(space, regs)
-            }
-            Some(XolSite::Slot) => {
-                let Some(thread) = proc.threads.get_mut(&space.tid()) else {
-                    return Trap::NotOurs;
-                };
-                let step = match thread.stepping.take() {
-                    Some(step) if step.slot + step.len == pc => step,
-                    other => {
-                        thread.stepping = other; // a jump into a slot: not a step of ours
-                        return Trap::NotOurs;
-                    }
-                };
-                drop(reg);
-                let addr = step.probe.addr;
-                regs.set_pc(addr + step.len);
-                let hit = Hit {
-                    pid,
-                    tid: space.tid(),
-                    addr,
-                };
-                run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
-                Trap::Handled
-            }
-            None => {
-                drop(reg);
-                // A probe removed between the trap and the lock leaves the original
-                // instruction behind: run it again. Anything else is not ours.
-                if is_breakpoint_at(space, pc) {
-                    Trap::NotOurs
-                } else {
-                    space.flush_icache(pc, 4);
-                    Trap::Handled
-                }
-            }
+        if proc.xol.trampoline() == Some(pc) {
+            drop(reg);
+            return self.trampoline_hit(space, regs);
+        }
+        let step = proc
+            .threads
+            .get_mut(&space.tid())
+            .and_then(|t| t.stepping.take_if(|s| s.slot + s.len == pc));
+        drop(reg);
+        if let Some(step) = step {
+            // The breakpoint after an instruction stepped out of line.
+            let addr = step.probe.addr;
+            regs.set_pc(addr + step.len);
+            let hit = Hit {
+                pid,
+                tid: space.tid(),
+                addr,
+            };
+            run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
+            return Trap::Handled;
+        }
+        // A probe removed between the trap and the lock leaves the original instruction
+        // behind: run it again. Any other breakpoint (the program's own, a jump into a
+        // slot) is not ours.
+        if is_breakpoint_at(space, pc) {
+            Trap::NotOurs
+        } else {
+            space.flush_icache(pc, 4);
+            Trap::Handled
         }
     }
 
@@ -588,7 +580,14 @@ impl Uprobes {
                     break;
                 };
                 if orig_ra.is_none() {
-                    thread.returns.drop_dead_frames(regs.reg(abi::SP));
+                    // The returning frame must be the innermost live instance's: a callee
+                    // returns with the sp it was entered with. Anything else (a second
+                    // return from setjmp, a forged jump) is not a return we recorded.
+                    let sp = regs.reg(abi::SP);
+                    thread.returns.drop_dead_frames(sp);
+                    if thread.returns.top().is_none_or(|ri| ri.sp != sp) {
+                        break;
+                    }
                 }
                 match thread.returns.pop() {
                     Some(ri) => ri,

@@ -30,6 +30,7 @@
 
 extern crate alloc;
 
+mod addr_map;
 pub mod bpf;
 pub mod decode;
 mod engine;

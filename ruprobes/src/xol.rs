@@ -25,15 +25,6 @@ struct Page {
     owner: Box<[Option<usize>; PAGE_SIZE / SLOT_SIZE]>,
 }
 
-/// Where a pc falls in the XOL area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum XolSite {
-    /// The return trampoline.
-    Trampoline,
-    /// Inside a probe slot (or the unused slot 0 of a later page).
-    Slot,
-}
-
 #[derive(Clone, Default)]
 pub(crate) struct Xol {
     pages: Vec<Page>,
@@ -122,16 +113,5 @@ impl Xol {
             .iter_mut()
             .find(|p| (p.base..p.base + PAGE_SIZE).contains(&slot))?;
         page.owner.get_mut((slot - page.base) / SLOT_SIZE)
-    }
-
-    /// Classifies `pc` if it lies in the XOL area.
-    pub fn site(&self, pc: usize) -> Option<XolSite> {
-        if self.trampoline() == Some(pc) {
-            return Some(XolSite::Trampoline);
-        }
-        self.pages
-            .iter()
-            .any(|p| (p.base..p.base + PAGE_SIZE).contains(&pc))
-            .then_some(XolSite::Slot)
     }
 }

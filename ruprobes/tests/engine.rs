@@ -901,3 +901,34 @@ fn many_out_of_line_probes_take_more_pages() {
         "a second page was mapped"
     );
 }
+
+#[test]
+fn second_return_from_setjmp_is_not_taken_for_an_outer_return() {
+    // `outer` (probed) calls `setjmp` (probed); setjmp saved ra = the trampoline, returns
+    // normally, and later a longjmp makes it "return" again through the saved trampoline.
+    let (engine, mut space) = setup();
+    let log = new_log();
+    engine
+        .register(
+            PATH,
+            at(ADDI_SP),
+            recording(&log, "outer"),
+            Some(&mut space),
+        )
+        .unwrap();
+    engine
+        .register(PATH, at(C_LI), recording(&log, "setjmp"), Some(&mut space))
+        .unwrap();
+    let tramp = engine.trampoline(1).unwrap();
+    enter(&engine, &mut space, at(ADDI_SP), 0x8000, 0x5000);
+    enter(&engine, &mut space, at(C_LI), 0x7f00, 0x6000);
+    let (trap, regs) = leave(&engine, &mut space, tramp, 0x7f00, 0);
+    assert_eq!((trap, regs.pc()), (Trap::Handled, 0x6000));
+    // The second return: same frame, but its record is gone. Never resume at 0x5000.
+    let (trap, regs) = leave(&engine, &mut space, tramp, 0x7f00, 1);
+    assert_eq!(trap, Trap::NotOurs);
+    assert_eq!(regs.pc(), tramp);
+    // The outer call still returns correctly.
+    let (trap, regs) = leave(&engine, &mut space, tramp, 0x8000, 2);
+    assert_eq!((trap, regs.pc()), (Trap::Handled, 0x5000));
+}

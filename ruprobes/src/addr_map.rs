@@ -1,0 +1,164 @@
+//! A map from user addresses to values with O(1) lookups: what the trap path uses to find
+//! the probe at the trapping pc, so a hit costs the same with one probe or 100 000.
+//!
+//! Open addressing with linear probing and Fibonacci hashing; removal shifts the following
+//! entries back instead of leaving tombstones. Only inserts allocate (when the table grows),
+//! and the engine inserts only when it arms a probe, never on a hit.
+
+use alloc::vec::Vec;
+
+/// Smallest table, in slots.
+const MIN_SLOTS: usize = 16;
+
+#[derive(Clone)]
+pub(crate) struct AddrMap<V> {
+    slots: Vec<Option<(usize, V)>>,
+    len: usize,
+}
+
+impl<V> AddrMap<V> {
+    pub const fn new() -> Self {
+        AddrMap {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// The slot where the search for `addr` starts: the top bits of a multiplicative hash.
+    fn home(&self, addr: usize) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        let hash = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (hash >> (64 - bits)) as usize
+    }
+
+    fn find(&self, addr: usize) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = self.home(addr);
+        loop {
+            match self.slots.get(i)? {
+                Some((key, _)) if *key == addr => return Some(i),
+                Some(_) => i = (i + 1) & self.mask(),
+                None => return None,
+            }
+        }
+    }
+
+    pub fn get(&self, addr: usize) -> Option<&V> {
+        let i = self.find(addr)?;
+        self.slots.get(i)?.as_ref().map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, addr: usize) -> Option<&mut V> {
+        let i = self.find(addr)?;
+        self.slots.get_mut(i)?.as_mut().map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, addr: usize) -> bool {
+        self.find(addr).is_some()
+    }
+
+    /// Inserts or replaces; keeps the table at most half full.
+    pub fn insert(&mut self, addr: usize, value: V) {
+        if let Some(slot) = self.get_mut(addr) {
+            *slot = value;
+            return;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mut i = self.home(addr);
+        while self.slots.get(i).is_some_and(Option::is_some) {
+            i = (i + 1) & self.mask();
+        }
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some((addr, value));
+            self.len += 1;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = core::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        self.len = 0;
+        for (addr, value) in old.into_iter().flatten() {
+            self.insert(addr, value);
+        }
+    }
+
+    pub fn remove(&mut self, addr: usize) -> Option<V> {
+        let mut hole = self.find(addr)?;
+        let (_, value) = self.slots.get_mut(hole)?.take()?;
+        self.len -= 1;
+        // Shift back every following entry whose home is not between the hole and itself,
+        // so that no search stops early at the hole.
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some(key) = self.slots.get(j).and_then(|s| s.as_ref()).map(|(k, _)| *k) else {
+                break;
+            };
+            let home = self.home(key);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                let moved = self.slots.get_mut(j).and_then(Option::take);
+                if let Some(slot) = self.slots.get_mut(hole) {
+                    *slot = moved;
+                }
+                hole = j;
+            }
+        }
+        Some(value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &V)> {
+        self.slots.iter().flatten().map(|(k, v)| (*k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::AddrMap;
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn behaves_like_a_btreemap_under_random_operations() {
+        let mut map = AddrMap::new();
+        let mut model = BTreeMap::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for step in 0..200_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Few distinct keys, clustered like code addresses, so probes collide.
+            let addr = 0x1_0000 + 2 * (state % 3000) as usize;
+            match state >> 62 {
+                0 | 1 => {
+                    map.insert(addr, step);
+                    model.insert(addr, step);
+                }
+                2 => assert_eq!(map.remove(addr), model.remove(&addr)),
+                _ => assert_eq!(map.get(addr), model.get(&addr)),
+            }
+            assert_eq!(map.len, model.len());
+        }
+        let mut all: Vec<_> = map.iter().map(|(k, v)| (k, *v)).collect();
+        all.sort();
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn empty_map_finds_nothing() {
+        let mut map: AddrMap<u8> = AddrMap::new();
+        assert_eq!(map.get(0), None);
+        assert_eq!(map.remove(0), None);
+        assert!(!map.contains(usize::MAX));
+    }
+}
