@@ -123,7 +123,11 @@ impl fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Event::Hit { pid, at, args } => {
-                write!(f, "pid {pid} hit {at} pc={:#x} a0={:#x} a1={:#x}", at.addr, args[0], args[1])
+                write!(
+                    f,
+                    "pid {pid} hit {at} pc={:#x} a0={:#x} a1={:#x}",
+                    at.addr, args[0], args[1]
+                )
             }
             Event::Post { pid, at, next } => write!(f, "pid {pid} post {at} next={next:#x}"),
             Event::Return { pid, func, value } => write!(f, "pid {pid} ret {func} a0={value:#x}"),
@@ -148,16 +152,61 @@ mod tests {
 
     #[test]
     fn text_form_is_stable() {
-        let at = Location { addr: 0x10074, symbol: Some(("fib", 0)) };
-        let e = Event::Hit { pid: 1, at, args: [5, 0] };
+        let at = Location {
+            addr: 0x10074,
+            symbol: Some(("fib", 0)),
+        };
+        let e = Event::Hit {
+            pid: 1,
+            at,
+            args: [5, 0],
+        };
         assert_eq!(e.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
-        let at = Location { addr: 0x1007c, symbol: Some(("main", 8)) };
-        assert_eq!(Event::Post { pid: 2, at, next: 0x10080 }.to_string(), "pid 2 post main+0x8 next=0x10080");
-        let func = Location { addr: 0x10074, symbol: None };
-        assert_eq!(Event::Return { pid: 1, func, value: 8 }.to_string(), "pid 1 ret 0x10074 a0=0x8");
-        assert_eq!(Event::Syscall { pid: 1, nr: 64 }.to_string(), "pid 1 syscall write");
-        assert_eq!(Event::Syscall { pid: 1, nr: 999 }.to_string(), "pid 1 syscall 999");
-        assert_eq!(Event::Exit { pid: 1, code: -1 }.to_string(), "pid 1 exit -1");
-        assert_eq!(Event::Killed { pid: 3, signal: SIGTRAP }.to_string(), "pid 3 killed SIGTRAP");
+        let at = Location {
+            addr: 0x1007c,
+            symbol: Some(("main", 8)),
+        };
+        assert_eq!(
+            Event::Post {
+                pid: 2,
+                at,
+                next: 0x10080
+            }
+            .to_string(),
+            "pid 2 post main+0x8 next=0x10080"
+        );
+        let func = Location {
+            addr: 0x10074,
+            symbol: None,
+        };
+        assert_eq!(
+            Event::Return {
+                pid: 1,
+                func,
+                value: 8
+            }
+            .to_string(),
+            "pid 1 ret 0x10074 a0=0x8"
+        );
+        assert_eq!(
+            Event::Syscall { pid: 1, nr: 64 }.to_string(),
+            "pid 1 syscall write"
+        );
+        assert_eq!(
+            Event::Syscall { pid: 1, nr: 999 }.to_string(),
+            "pid 1 syscall 999"
+        );
+        assert_eq!(
+            Event::Exit { pid: 1, code: -1 }.to_string(),
+            "pid 1 exit -1"
+        );
+        assert_eq!(
+            Event::Killed {
+                pid: 3,
+                signal: SIGTRAP
+            }
+            .to_string(),
+            "pid 3 killed SIGTRAP"
+        );
     }
 }

@@ -15,13 +15,54 @@ pub struct Scenario {
 
 /// Every canonical scenario, in the order the kernel runs them.
 pub const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "hello_main", fixture: "hello", probes: &["uprobe:main", "uretprobe:main"] },
-    Scenario { name: "fib_entry_return", fixture: "fib", probes: &["uprobe:fib", "uretprobe:fib"] },
-    Scenario { name: "loops_branches", fixture: "loops", probes: &["uprobe:loops_all", "uretprobe:loops_all"] },
-    Scenario { name: "calls_tail", fixture: "calls", probes: &["uprobe:tail_a", "uretprobe:tail_a", "uretprobe:tail_b", "uretprobe:dispatch"] },
-    Scenario { name: "longjmp_cleanup", fixture: "longjmp", probes: &["uretprobe:jump_deep", "uretprobe:do_longjmp_test"] },
-    Scenario { name: "deep_missed", fixture: "deep", probes: &["uretprobe:deep"] },
-    Scenario { name: "trap_self", fixture: "trap_self", probes: &["uprobe:main"] },
-    Scenario { name: "insn_zoo_all", fixture: "insn_zoo", probes: &["uprobe:zoo_*"] },
-    Scenario { name: "forker_parent_child", fixture: "forker", probes: &["uprobe:main", "uprobe:child_work", "uretprobe:child_work"] },
+    Scenario {
+        name: "hello_main",
+        fixture: "hello",
+        probes: &["uprobe:main", "uretprobe:main"],
+    },
+    Scenario {
+        name: "fib_entry_return",
+        fixture: "fib",
+        probes: &["uprobe:fib", "uretprobe:fib"],
+    },
+    Scenario {
+        name: "loops_branches",
+        fixture: "loops",
+        probes: &["uprobe:loops_all", "uretprobe:loops_all"],
+    },
+    Scenario {
+        name: "calls_tail",
+        fixture: "calls",
+        probes: &[
+            "uprobe:tail_a",
+            "uretprobe:tail_a",
+            "uretprobe:tail_b",
+            "uretprobe:dispatch",
+        ],
+    },
+    Scenario {
+        name: "longjmp_cleanup",
+        fixture: "longjmp",
+        probes: &["uretprobe:jump_deep", "uretprobe:do_longjmp_test"],
+    },
+    Scenario {
+        name: "deep_missed",
+        fixture: "deep",
+        probes: &["uretprobe:deep"],
+    },
+    Scenario {
+        name: "trap_self",
+        fixture: "trap_self",
+        probes: &["uprobe:main"],
+    },
+    Scenario {
+        name: "insn_zoo_all",
+        fixture: "insn_zoo",
+        probes: &["uprobe:zoo_*"],
+    },
+    Scenario {
+        name: "forker_parent_child",
+        fixture: "forker",
+        probes: &["uprobe:main", "uprobe:child_work", "uretprobe:child_work"],
+    },
 ];

@@ -97,11 +97,41 @@ mod tests {
     #[test]
     fn parses_every_form() {
         let p = |s| ProbeSpec::parse(s);
-        assert_eq!(p("uprobe:fib"), Ok(ProbeSpec { kind: ProbeKind::Entry, target: Target::Symbol("fib", 0) }));
-        assert_eq!(p("uprobe:main+8"), Ok(ProbeSpec { kind: ProbeKind::Entry, target: Target::Symbol("main", 8) }));
-        assert_eq!(p("uprobe:main+0x10"), Ok(ProbeSpec { kind: ProbeKind::Entry, target: Target::Symbol("main", 16) }));
-        assert_eq!(p("uprobe:0x10074"), Ok(ProbeSpec { kind: ProbeKind::Entry, target: Target::Addr(0x10074) }));
-        assert_eq!(p("uretprobe:fib"), Ok(ProbeSpec { kind: ProbeKind::Return, target: Target::Symbol("fib", 0) }));
+        assert_eq!(
+            p("uprobe:fib"),
+            Ok(ProbeSpec {
+                kind: ProbeKind::Entry,
+                target: Target::Symbol("fib", 0)
+            })
+        );
+        assert_eq!(
+            p("uprobe:main+8"),
+            Ok(ProbeSpec {
+                kind: ProbeKind::Entry,
+                target: Target::Symbol("main", 8)
+            })
+        );
+        assert_eq!(
+            p("uprobe:main+0x10"),
+            Ok(ProbeSpec {
+                kind: ProbeKind::Entry,
+                target: Target::Symbol("main", 16)
+            })
+        );
+        assert_eq!(
+            p("uprobe:0x10074"),
+            Ok(ProbeSpec {
+                kind: ProbeKind::Entry,
+                target: Target::Addr(0x10074)
+            })
+        );
+        assert_eq!(
+            p("uretprobe:fib"),
+            Ok(ProbeSpec {
+                kind: ProbeKind::Return,
+                target: Target::Symbol("fib", 0)
+            })
+        );
         assert_eq!(p("kprobe:fib"), Err(SpecError::UnknownKind));
         assert_eq!(p("fib"), Err(SpecError::UnknownKind));
         assert_eq!(p("uprobe:"), Err(SpecError::MissingTarget));
