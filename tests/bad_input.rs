@@ -274,6 +274,68 @@ fn bad_requests_get_typed_errors_and_leave_memory_identical() {
     }
 }
 
+/// Unregistering while user memory cannot be written: the error is reported, and the
+/// breakpoint left behind is restored lazily at its next hit (the original instruction
+/// then runs), so the program is unaffected and its text ends byte-identical to the ELF.
+#[test]
+fn unregister_with_a_failing_restore_recovers_at_the_next_hit() {
+    let fib = fixture("fib");
+    let image = fib.image();
+    let addr = sym(&image, "fib");
+    let mut m = fib.machine(Config::default());
+    let id = m.register(addr, quiet()).unwrap_or_else(|e| panic!("{e}"));
+    m.set_faults(FaultInjection::fail_writes_after(0));
+    let error = probe_error(m.unregister(id), "unregister");
+    assert_eq!(
+        error,
+        Error::WriteFault(Fault {
+            addr: addr as usize
+        })
+    );
+    m.set_faults(FaultInjection::none());
+    let result = m.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "fib(10) = 55\n");
+    assert_eq!(
+        result.status,
+        ExitStatus::Exited(0),
+        "{:?}",
+        result.diagnostics
+    );
+    let text = m.read_user(1, addr, 4).unwrap_or_default();
+    assert_eq!(
+        Some(text),
+        image.initial_bytes(addr, 4),
+        "restored at the first hit"
+    );
+}
+
+/// Arming at `exec` fails (every write fails): the new image runs unprobed and unchanged.
+#[test]
+fn arming_failing_at_exec_leaves_the_program_unprobed() {
+    let forker = fixture("forker");
+    let expected =
+        std::fs::read(ruprobes_suite::fixtures_dir().join("forker.stdout")).unwrap_or_default();
+    let hello = fixture("hello").image();
+    let main = sym(&hello, "main");
+    let mut m = forker.machine(Config::default());
+    let id = m
+        .register_at("hello", main, quiet())
+        .unwrap_or_else(|e| panic!("{e}"));
+    m.set_faults(FaultInjection::fail_writes_after(0));
+    let result = m.run().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(result.stdout, expected);
+    assert_eq!(result.status, ExitStatus::Exited(0));
+    assert_eq!(m.stats(id).map(|s| s.hits), Some(0));
+    assert!(
+        result
+            .diagnostics
+            .iter()
+            .any(|d| d.contains("arming probes of hello")),
+        "{:?}",
+        result.diagnostics
+    );
+}
+
 /// A 32-bit instruction whose upper half, on its own, is a valid instruction the core
 /// accepts: probing the upper half first must not make a later probe of the whole
 /// instruction record the breakpoint as part of its original bytes.
@@ -477,4 +539,40 @@ proptest! {
             prop_assert!(m.instructions() <= 200_000);
         }
     }
+}
+
+/// The mutations above both break the loader's checks and produce programs that load and
+/// run (mutated code), so the property cannot pass vacuously.
+#[test]
+fn mutated_elves_are_both_refused_and_run() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = prop::collection::vec(mutation(), 1..8);
+    let all = fixtures();
+    let (mut refused, mut ran) = (0, 0);
+    for i in 0..400 {
+        let f = &all[i % all.len()];
+        if f.name == "sort" {
+            continue;
+        }
+        let mutations = strategy
+            .new_tree(&mut runner)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .current();
+        let mut m = Machine::new(Config {
+            mem_bytes: 16 << 20,
+            max_insns: 200_000,
+            ..Config::default()
+        });
+        match m.load(&f.name, &mutate(&f.elf, &mutations)) {
+            Ok(_) => {
+                let _ = m.run();
+                ran += 1;
+            }
+            Err(SimError::BadElf { .. }) => refused += 1,
+            Err(e) => panic!("{}: unexpected load error {e}", f.name),
+        }
+    }
+    assert!(refused > 40 && ran > 40, "refused {refused}, ran {ran}");
 }

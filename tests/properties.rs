@@ -694,6 +694,12 @@ fn an_entry_handler_that_sets_the_pc_skips_the_call() {
                 .on_post(|_, _| panic!("the skipped instruction has no post-step")),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+    // A return consumer on the same probe: the skipped call never returns through it.
+    let ret = m.register(
+        addr,
+        Consumer::new().on_return(|_, _| panic!("no return of a skipped call")),
+    );
+    let ret = ret.unwrap_or_else(|e| panic!("{e}"));
     let result = m.run().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(String::from_utf8_lossy(&result.stdout), "fib(10) = 7\n");
     assert_eq!(
@@ -701,4 +707,5 @@ fn an_entry_handler_that_sets_the_pc_skips_the_call() {
         Some(1),
         "no recursion happened"
     );
+    assert_eq!(m.stats(ret).map(|s| (s.returns, s.missed)), Some((0, 0)));
 }
