@@ -606,3 +606,108 @@ fn the_xol_generator_runs_and_faults() {
         "compressed loads and stores ran too: {opcodes:x?}"
     );
 }
+
+/// More out-of-line probes than one XOL page holds (511 slots): 700 `c.sd` and 700
+/// `c.addi`, every one probed, run through the engine ≡ run unprobed; a second XOL page is
+/// mapped; unregistering every probe restores the text.
+#[test]
+fn many_out_of_line_probes_use_several_xol_pages() {
+    const N: usize = 700;
+    let mut code = Vec::new();
+    for i in 0..N {
+        code.extend_from_slice(&0x0405u16.to_le_bytes()); // c.addi s0, 1
+        let off = (i % 32) as u16 * 8;
+        let c_sd = 0b111 << 13 | ((off >> 3) & 7) << 10 | 1 << 7 | ((off >> 6) & 3) << 5; // c.sd s0, off(s1)
+        code.extend_from_slice(&c_sd.to_le_bytes());
+    }
+    let pc = DRAM;
+    let end = pc + code.len() as u64;
+    let mut x = [0u64; 32];
+    x[9] = DATA;
+    let data = vec![0u8; (DATA_PAGES * 0x1000) as usize];
+
+    let run = |s: &mut Setup, engine: Option<&Uprobes>| {
+        let mut faults = ruprobes_sim::space::FaultInjection::none();
+        let mut cpu = Cpu::new();
+        cpu.set_page_table(s.aspace.root);
+        cpu.x = x;
+        cpu.pc = pc;
+        let mut traps = 0;
+        while cpu.pc != end {
+            match cpu.run(&mut s.mem, 1) {
+                Stop::BudgetExhausted => {}
+                Stop::Breakpoint => {
+                    let engine = engine.unwrap_or_else(|| panic!("a breakpoint without probes"));
+                    let mut space = ruprobes_sim::space::SimSpace::new(
+                        &mut s.mem,
+                        &mut s.aspace,
+                        1,
+                        &mut faults,
+                    );
+                    assert_eq!(
+                        engine.handle_breakpoint(&mut space, &mut CpuRegs(&mut cpu)),
+                        Trap::Handled
+                    );
+                    cpu.flush_tlb();
+                    traps += 1;
+                }
+                stop => panic!("{stop:?} at {:#x}", cpu.pc),
+            }
+        }
+        (
+            State {
+                x: cpu.x,
+                pc: cpu.pc,
+            },
+            s.data(),
+            traps,
+        )
+    };
+
+    let mut plain = setup(&code, pc, &data);
+    let reference = run(&mut plain, None);
+    assert_eq!(reference.0.x[8], N as u64);
+
+    let mut probed = setup(&code, pc, &data);
+    let engine = Uprobes::new();
+    let mut faults = ruprobes_sim::space::FaultInjection::none();
+    let mut ids = Vec::new();
+    {
+        let mut space =
+            ruprobes_sim::space::SimSpace::new(&mut probed.mem, &mut probed.aspace, 1, &mut faults);
+        engine
+            .on_exec(&mut space, "/many")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for at in (pc..end).step_by(2) {
+            let id = engine.register("/many", at as usize, Consumer::new(), Some(&mut space));
+            ids.push(id.unwrap_or_else(|e| panic!("{at:#x}: {e}")));
+        }
+    }
+    let result = run(&mut probed, Some(&engine));
+    assert_eq!(
+        (result.0, &result.1),
+        (reference.0, &reference.1),
+        "probed ≡ unprobed"
+    );
+    assert_eq!(
+        result.2,
+        3 * N,
+        "one trap per emulated hit, two per stepped one"
+    );
+    let second_page = ruprobes_sim::kernel::aspace::XOL_BASE + 0x1000;
+    assert!(
+        probed.aspace.is_executable(&probed.mem, second_page),
+        "a second XOL page"
+    );
+    let mut space =
+        ruprobes_sim::space::SimSpace::new(&mut probed.mem, &mut probed.aspace, 1, &mut faults);
+    for id in ids {
+        engine
+            .unregister(id, Some(&mut space))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut text = vec![0u8; code.len()];
+    ruprobes::UserSpace::read(&mut space, pc as usize, &mut text)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(text == code, "text restored");
+}
