@@ -182,7 +182,7 @@ fn pc() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(config(10_000))]
+    #![proptest_config(config(20_000))]
 
     #[test]
     fn core_equals_interpreter_equals_rvemu(bytes in computed_insn(), x in regs(), pc in pc()) {
@@ -528,7 +528,7 @@ fn pointer_regs() -> impl Strategy<Value = [u64; 32]> {
 }
 
 proptest! {
-    #![proptest_config(config(3000))]
+    #![proptest_config(config(10_000))]
 
     /// Loads, stores, AMOs and fences stepped out of line ≡ executed in place, including
     /// their faults (reported at the probed pc after the engine's fix-up), and ≡ rvemu for

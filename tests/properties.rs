@@ -449,7 +449,7 @@ fn check_probes(r: &Reference, picks: &[Index], ret_funcs: &[u64]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1024), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_probes_change_nothing_and_count_exactly(
