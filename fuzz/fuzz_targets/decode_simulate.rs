@@ -24,7 +24,9 @@ fn word(data: &[u8], i: usize) -> u64 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some(insn_bytes) = data.get(..4) else { return };
+    let Some(insn_bytes) = data.get(..4) else {
+        return;
+    };
     let Ok(insn) = decode(insn_bytes) else { return };
     let _ = decode(&insn_bytes[..2]);
     if !matches!(insn.class(), Class::Simulate | Class::Emulate) {
@@ -44,12 +46,22 @@ fuzz_target!(|data: &[u8]| {
     space.poke(pc as usize, bytes);
     let engine = Uprobes::new();
     engine.on_exec(&mut space, "/fuzz").expect("on_exec");
-    engine.register("/fuzz", pc as usize, Consumer::new(), Some(&mut space)).expect("register");
-    let mut cx = TrapContext { x: x.map(|v| v as usize), sepc: pc as usize, ..TrapContext::default() };
+    engine
+        .register("/fuzz", pc as usize, Consumer::new(), Some(&mut space))
+        .expect("register");
+    let mut cx = TrapContext {
+        x: x.map(|v| v as usize),
+        sepc: pc as usize,
+        ..TrapContext::default()
+    };
     assert_eq!(engine.handle_breakpoint(&mut space, &mut cx), Trap::Handled);
 
     // The decoded instruction directly.
-    let mut direct = TrapContext { x: x.map(|v| v as usize), sepc: pc as usize, ..TrapContext::default() };
+    let mut direct = TrapContext {
+        x: x.map(|v| v as usize),
+        sepc: pc as usize,
+        ..TrapContext::default()
+    };
     assert!(insn.execute(&mut direct));
     assert_eq!((direct.x, direct.pc()), (cx.x, cx.sepc), "{insn:?}");
 
@@ -64,5 +76,9 @@ fuzz_target!(|data: &[u8]| {
     cpu.x = x;
     cpu.pc = pc;
     assert_eq!(cpu.run(&mut mem, 1), Stop::BudgetExhausted, "{insn:?}");
-    assert_eq!((cpu.x.map(|v| v as usize), cpu.pc as usize), (cx.x, cx.sepc), "{insn:?}");
+    assert_eq!(
+        (cpu.x.map(|v| v as usize), cpu.pc as usize),
+        (cx.x, cx.sepc),
+        "{insn:?}"
+    );
 });
