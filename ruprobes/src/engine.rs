@@ -315,14 +315,19 @@ impl Uprobes {
 
     /// Removes a consumer. When it was the probe's last, the probe goes away and the original
     /// instruction is restored in `current` (other processes restore it at their next hit,
-    /// or at once through [`sync`](Self::sync)).
+    /// or at once through [`sync`](Self::sync)). If that restore fails, the consumer stays
+    /// registered and the error is returned, so the call can be retried.
     pub fn unregister(
         &self,
         id: ConsumerId,
         current: Option<&mut dyn UserSpace>,
     ) -> Result<(), Error> {
         let mut reg = self.registry.lock();
-        let probe = reg.consumers.remove(&id).ok_or(Error::NotRegistered)?;
+        let probe = reg
+            .consumers
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NotRegistered)?;
         let list: Vec<(ConsumerId, Consumer)> = probe
             .consumers()
             .iter()
@@ -330,29 +335,30 @@ impl Uprobes {
             .cloned()
             .collect();
         let last = list.is_empty();
-        probe.set_consumers(list.into());
-        if !last {
-            return Ok(());
-        }
-        probe.mark_removed();
-        if let Some(by_addr) = reg.probes.get_mut(&probe.path) {
-            by_addr.remove(&probe.addr);
-            if by_addr.is_empty() {
-                reg.probes.remove(&probe.path);
+        if last {
+            // Restore first: if that fails, nothing has changed and the call can be retried.
+            if let Some(space) = current {
+                let pid = space.pid();
+                if let Some(proc) = reg.procs.get_mut(&pid) {
+                    if proc
+                        .armed
+                        .get(probe.addr)
+                        .is_some_and(|a| Arc::ptr_eq(&a.probe, &probe))
+                    {
+                        proc.disarm(space, probe.addr)?;
+                    }
+                }
             }
-        }
-        if let Some(space) = current {
-            let pid = space.pid();
-            if let Some(proc) = reg.procs.get_mut(&pid) {
-                if proc
-                    .armed
-                    .get(probe.addr)
-                    .is_some_and(|a| Arc::ptr_eq(&a.probe, &probe))
-                {
-                    proc.disarm(space, probe.addr)?;
+            probe.mark_removed();
+            if let Some(by_addr) = reg.probes.get_mut(&probe.path) {
+                by_addr.remove(&probe.addr);
+                if by_addr.is_empty() {
+                    reg.probes.remove(&probe.path);
                 }
             }
         }
+        probe.set_consumers(list.into());
+        reg.consumers.remove(&id);
         Ok(())
     }
 

@@ -932,3 +932,28 @@ fn second_return_from_setjmp_is_not_taken_for_an_outer_return() {
     let (trap, regs) = leave(&engine, &mut space, tramp, 0x8000, 2);
     assert_eq!((trap, regs.pc()), (Trap::Handled, 0x5000));
 }
+
+#[test]
+fn unregister_whose_restore_fails_changes_nothing() {
+    let (engine, mut space) = setup();
+    let id = engine
+        .register(PATH, at(SD_RA), Consumer::new(), Some(&mut space))
+        .unwrap();
+    let armed = space.text(TEXT_LEN);
+    space.writes_left = Some(0);
+    assert!(matches!(
+        engine.unregister(id, Some(&mut space)),
+        Err(Error::WriteFault(_))
+    ));
+    assert_eq!(space.text(TEXT_LEN), armed, "still armed");
+    assert!(engine.stats(PATH, at(SD_RA)).is_some(), "still registered");
+    let mut regs = regs_at(at(SD_RA), 0x8000);
+    assert_eq!(
+        engine.handle_breakpoint(&mut space, &mut regs),
+        Trap::Handled,
+        "still works"
+    );
+    space.writes_left = None;
+    engine.unregister(id, Some(&mut space)).unwrap();
+    assert_eq!(space.text(TEXT_LEN), program());
+}

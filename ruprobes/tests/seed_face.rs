@@ -1,6 +1,5 @@
 //! The seed-compatible free functions, with the kernel's `extern "C"` hooks defined here
 //! over an in-memory process.
-#![cfg(feature = "seed")]
 // The hooks keep the seed README's safe `extern "C"` signatures, which take raw pointers.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
