@@ -68,12 +68,6 @@ struct Process {
     threads: BTreeMap<Tid, ThreadState>,
 }
 
-impl Process {
-    fn thread(&mut self, tid: Tid) -> &mut ThreadState {
-        self.threads.entry(tid).or_insert_with(ThreadState::new)
-    }
-}
-
 struct Registry {
     /// Every probe, by path and address.
     probes: BTreeMap<String, BTreeMap<usize, Arc<Probe>>>,
@@ -116,7 +110,7 @@ fn read_insn(space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
         })?;
     if len == 4 {
         space
-            .read(addr + 2, &mut bytes[2..])
+            .read(addr.wrapping_add(2), &mut bytes[2..])
             .map_err(Error::ReadFault)?;
     }
     decode::decode(&bytes[..len]).map_err(|why| Error::Unsupported { addr, why })
@@ -141,7 +135,7 @@ fn is_breakpoint_at(space: &mut dyn UserSpace, pc: usize) -> bool {
     if u16::from_le_bytes([bytes[0], bytes[1]]) == C_EBREAK {
         return true;
     }
-    space.read(pc + 2, &mut bytes[2..]).is_err() || u32::from_le_bytes(bytes) == EBREAK
+    space.read(pc.wrapping_add(2), &mut bytes[2..]).is_err() || u32::from_le_bytes(bytes) == EBREAK
 }
 
 impl Process {
@@ -152,6 +146,10 @@ impl Process {
             xol: Xol::default(),
             threads: BTreeMap::new(),
         }
+    }
+
+    fn thread(&mut self, tid: Tid) -> &mut ThreadState {
+        self.threads.entry(tid).or_insert_with(ThreadState::new)
     }
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
@@ -188,7 +186,7 @@ impl Process {
         let insn = read_insn(space, addr)?;
         // A probe armed on this instruction's second half: its breakpoint is in the bytes
         // just read, and recording them as the original would corrupt the text later.
-        if insn.len() == 4 && self.armed.contains(addr + 2) {
+        if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
             return Err(Error::Conflict(addr));
         }
         if wants_return {
@@ -509,12 +507,12 @@ impl Uprobes {
         let step = proc
             .threads
             .get_mut(&space.tid())
-            .and_then(|t| t.stepping.take_if(|s| s.slot + s.len == pc));
+            .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
         drop(reg);
         if let Some(step) = step {
             // The breakpoint after an instruction stepped out of line.
             let addr = step.probe.addr;
-            regs.set_pc(addr + step.len);
+            regs.set_pc(addr.wrapping_add(step.len));
             let hit = Hit {
                 pid,
                 tid: space.tid(),

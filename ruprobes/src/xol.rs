@@ -111,7 +111,7 @@ impl Xol {
         let page = self
             .pages
             .iter_mut()
-            .find(|p| (p.base..p.base + PAGE_SIZE).contains(&slot))?;
-        page.owner.get_mut((slot - page.base) / SLOT_SIZE)
+            .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
+        page.owner.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
 }
