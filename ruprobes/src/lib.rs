@@ -8,18 +8,33 @@
 //! [`Uprobes::on_exit`]), the breakpoint trap ([`Uprobes::handle_breakpoint`]) and the
 //! page-fault path ([`Uprobes::fixup_fault`]). It reaches user memory through the
 //! [`UserSpace`] trait and registers through the [`UserRegs`] trait. Kernels ported from the
-//! original ruprobes crate can use the seed-compatible free functions of the [`seed`] module
+//! original ruprobes crate can use the seed-compatible free functions of the `seed` module
 //! instead (feature `seed`).
 //!
 //! ```
-//! use ruprobes::{Consumer, Uprobes};
+//! use ruprobes::testing::{MemSpace, TEXT};
+//! use ruprobes::{abi, Consumer, Trap, TrapContext, Uprobes, UserRegs};
+//!
 //! static UPROBES: Uprobes = Uprobes::new();
-//! let consumer = Consumer::new().on_entry(|regs, hit| {
-//!     let _ = (regs.reg(ruprobes::abi::A0), hit.addr);
+//!
+//! // exec: process 1 now runs "/bin/app", whose first instruction is `addi sp, sp, -16`.
+//! let mut space = MemSpace::with_text(1, &0xff01_0113u32.to_le_bytes());
+//! UPROBES.on_exec(&mut space, "/bin/app")?;
+//!
+//! let probe = Consumer::new().on_entry(|regs, hit| {
+//!     log::info!("hit {:#x} with sp = {:#x}", hit.addr, regs.reg(abi::SP));
 //! });
-//! // Not armed yet: no process runs "/bin/app". `on_exec` arms it later.
-//! let id = UPROBES.register("/bin/app", 0x10074, consumer, None).unwrap();
-//! UPROBES.unregister(id, None).unwrap();
+//! let id = UPROBES.register("/bin/app", TEXT, probe, Some(&mut space))?;
+//!
+//! // The breakpoint trap: the engine runs the handler and emulates the `addi`.
+//! let mut cx = TrapContext { sepc: TEXT, ..TrapContext::default() };
+//! cx.set_reg(abi::SP, 0x8000);
+//! assert_eq!(UPROBES.handle_breakpoint(&mut space, &mut cx), Trap::Handled);
+//! assert_eq!((cx.pc(), cx.reg(abi::SP)), (TEXT + 4, 0x8000 - 16));
+//!
+//! UPROBES.unregister(id, Some(&mut space))?; // the original bytes are back
+//! assert_eq!(space.text(4), 0xff01_0113u32.to_le_bytes());
+//! # Ok::<(), ruprobes::Error>(())
 //! ```
 //!
 //! Module map (after Linux `arch/riscv/kernel/probes/`): [`decode`] classifies instructions,
