@@ -1,145 +1,16 @@
-//! Owned trace events: what a run records, printable exactly as [`ruprobes_trace::Event`]
-//! (the form the QEMU test kernel prints too) and serialisable as JSON.
+//! The simulator's trace events: the shared [`ruprobes_trace::Event`] with shared
+//! (`Arc<str>`) symbol names, so an event outlives the image whose symbols it names. Its text
+//! form is the QEMU test kernel's, byte for byte; it serialises as JSON.
 
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ruprobes_trace::{Event, Location};
-use serde::{Serialize, Serializer};
 
-/// A code address with the symbol it falls in (owned form of [`Location`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Loc {
-    /// The address.
-    pub addr: u64,
-    /// The enclosing symbol and the offset into it.
-    pub symbol: Option<(Arc<str>, u64)>,
-}
+/// A code address with the symbol it falls in.
+pub type Loc = Location<Arc<str>>;
 
-impl Loc {
-    /// Borrows this location as the shared [`Location`] type.
-    pub fn as_location(&self) -> Location<'_> {
-        Location {
-            addr: self.addr,
-            symbol: self.symbol.as_ref().map(|(name, off)| (&**name, *off)),
-        }
-    }
-}
-
-impl fmt::Display for Loc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_location().fmt(f)
-    }
-}
-
-/// One event of a traced run; the owned mirror of [`Event`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TraceEvent {
-    /// An entry handler ran (`a0`, `a1` at the hit).
-    Hit {
-        /// Process id.
-        pid: u64,
-        /// The probed instruction.
-        at: Loc,
-        /// `a0` and `a1`.
-        args: [u64; 2],
-    },
-    /// A post handler ran; `next` is the pc after the probed instruction.
-    Post {
-        /// Process id.
-        pid: u64,
-        /// The probed instruction.
-        at: Loc,
-        /// The new pc.
-        next: u64,
-    },
-    /// A return handler ran: the probed function returned `value`.
-    Return {
-        /// Process id.
-        pid: u64,
-        /// The probed function.
-        func: Loc,
-        /// `a0` at the return.
-        value: u64,
-    },
-    /// A system call, recorded before it is performed.
-    Syscall {
-        /// Process id.
-        pid: u64,
-        /// The call number (`a7`).
-        nr: u64,
-    },
-    /// A process exited.
-    Exit {
-        /// Process id.
-        pid: u64,
-        /// The exit code.
-        code: i32,
-    },
-    /// A process was killed by a signal.
-    Killed {
-        /// Process id.
-        pid: u64,
-        /// The signal number.
-        signal: i32,
-    },
-}
-
-impl TraceEvent {
-    /// Borrows this event as the shared [`Event`] type.
-    pub fn as_event(&self) -> Event<'_> {
-        match self {
-            TraceEvent::Hit { pid, at, args } => Event::Hit {
-                pid: *pid,
-                at: at.as_location(),
-                args: *args,
-            },
-            TraceEvent::Post { pid, at, next } => Event::Post {
-                pid: *pid,
-                at: at.as_location(),
-                next: *next,
-            },
-            TraceEvent::Return { pid, func, value } => Event::Return {
-                pid: *pid,
-                func: func.as_location(),
-                value: *value,
-            },
-            TraceEvent::Syscall { pid, nr } => Event::Syscall { pid: *pid, nr: *nr },
-            TraceEvent::Exit { pid, code } => Event::Exit {
-                pid: *pid,
-                code: *code,
-            },
-            TraceEvent::Killed { pid, signal } => Event::Killed {
-                pid: *pid,
-                signal: *signal,
-            },
-        }
-    }
-
-    /// The process the event belongs to.
-    pub fn pid(&self) -> u64 {
-        match self {
-            TraceEvent::Hit { pid, .. }
-            | TraceEvent::Post { pid, .. }
-            | TraceEvent::Return { pid, .. }
-            | TraceEvent::Syscall { pid, .. }
-            | TraceEvent::Exit { pid, .. }
-            | TraceEvent::Killed { pid, .. } => *pid,
-        }
-    }
-}
-
-impl fmt::Display for TraceEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.as_event().fmt(f)
-    }
-}
-
-impl Serialize for TraceEvent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_event().serialize(serializer)
-    }
-}
+/// One event of a traced run.
+pub type TraceEvent = Event<Arc<str>>;
 
 /// The shared, ordered event log of one machine. Probe handlers (which the engine calls
 /// with no access to the machine) and the kernel both append to it.

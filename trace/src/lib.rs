@@ -20,18 +20,21 @@ pub const SIGSEGV: i32 = 11;
 pub const SIGILL: i32 = 4;
 
 /// A code address with the symbol it falls in, when there is one.
+///
+/// `S` is the symbol name: `&str` where the names outlive the trace (the test kernel),
+/// an owned or shared string where they must not (the simulator's `Arc<str>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Location<'a> {
+pub struct Location<S> {
     /// The address.
     pub addr: u64,
     /// The enclosing function symbol and the offset into it.
-    pub symbol: Option<(&'a str, u64)>,
+    pub symbol: Option<(S, u64)>,
 }
 
-impl fmt::Display for Location<'_> {
+impl<S: fmt::Display> fmt::Display for Location<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.symbol {
+        match &self.symbol {
             Some((name, 0)) => write!(f, "{name}"),
             Some((name, off)) => write!(f, "{name}+{off:#x}"),
             None => write!(f, "{:#x}", self.addr),
@@ -39,17 +42,18 @@ impl fmt::Display for Location<'_> {
     }
 }
 
-/// One event of a traced run. Its `Display` is the stable text form: one line, no newline.
+/// One event of a traced run, with symbol names of type `S` (see [`Location`]). Its
+/// `Display` is the stable text form: one line, no newline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
-pub enum Event<'a> {
+pub enum Event<S> {
     /// An entry handler ran: the probe at `at` was hit with these argument registers.
     Hit {
         /// Process id.
         pid: u64,
         /// The probed instruction.
-        at: Location<'a>,
+        at: Location<S>,
         /// `a0` and `a1` at the hit.
         args: [u64; 2],
     },
@@ -58,7 +62,7 @@ pub enum Event<'a> {
         /// Process id.
         pid: u64,
         /// The probed instruction.
-        at: Location<'a>,
+        at: Location<S>,
         /// The pc after the instruction.
         next: u64,
     },
@@ -67,7 +71,7 @@ pub enum Event<'a> {
         /// Process id.
         pid: u64,
         /// The probed function.
-        func: Location<'a>,
+        func: Location<S>,
         /// `a0` at the return.
         value: u64,
     },
@@ -119,18 +123,36 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-impl fmt::Display for Event<'_> {
+impl<S> Event<S> {
+    /// The process the event belongs to.
+    pub fn pid(&self) -> u64 {
+        match *self {
+            Event::Hit { pid, .. }
+            | Event::Post { pid, .. }
+            | Event::Return { pid, .. }
+            | Event::Syscall { pid, .. }
+            | Event::Exit { pid, .. }
+            | Event::Killed { pid, .. } => pid,
+        }
+    }
+}
+
+impl<S: fmt::Display> fmt::Display for Event<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Event::Hit { pid, at, args } => {
+            Event::Hit { pid, ref at, args } => {
                 write!(
                     f,
                     "pid {pid} hit {at} pc={:#x} a0={:#x} a1={:#x}",
                     at.addr, args[0], args[1]
                 )
             }
-            Event::Post { pid, at, next } => write!(f, "pid {pid} post {at} next={next:#x}"),
-            Event::Return { pid, func, value } => write!(f, "pid {pid} ret {func} a0={value:#x}"),
+            Event::Post { pid, ref at, next } => write!(f, "pid {pid} post {at} next={next:#x}"),
+            Event::Return {
+                pid,
+                ref func,
+                value,
+            } => write!(f, "pid {pid} ret {func} a0={value:#x}"),
             Event::Syscall { pid, nr } => match syscall_name(nr) {
                 Some(name) => write!(f, "pid {pid} syscall {name}"),
                 None => write!(f, "pid {pid} syscall {nr}"),
@@ -149,6 +171,9 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    /// The kernel's instance: names borrowed from its symbol table.
+    type E = Event<&'static str>;
 
     #[test]
     fn text_form_is_stable() {
@@ -175,7 +200,7 @@ mod tests {
             .to_string(),
             "pid 2 post main+0x8 next=0x10080"
         );
-        let func = Location {
+        let func: Location<&str> = Location {
             addr: 0x10074,
             symbol: None,
         };
@@ -189,19 +214,16 @@ mod tests {
             "pid 1 ret 0x10074 a0=0x8"
         );
         assert_eq!(
-            Event::Syscall { pid: 1, nr: 64 }.to_string(),
+            E::Syscall { pid: 1, nr: 64 }.to_string(),
             "pid 1 syscall write"
         );
         assert_eq!(
-            Event::Syscall { pid: 1, nr: 999 }.to_string(),
+            E::Syscall { pid: 1, nr: 999 }.to_string(),
             "pid 1 syscall 999"
         );
+        assert_eq!(E::Exit { pid: 1, code: -1 }.to_string(), "pid 1 exit -1");
         assert_eq!(
-            Event::Exit { pid: 1, code: -1 }.to_string(),
-            "pid 1 exit -1"
-        );
-        assert_eq!(
-            Event::Killed {
+            E::Killed {
                 pid: 3,
                 signal: SIGTRAP
             }
