@@ -11,11 +11,10 @@ use ruprobes_trace::{ProbeKind, ProbeSpec, Target};
 use serde::Serialize;
 
 use crate::error::SimError;
-use crate::kernel::image::Image;
 use crate::kernel::{Pid, ProcState};
 use crate::machine::{Engine, Machine};
 use crate::space::SimSpace;
-use crate::trace::{Loc, TraceEvent};
+use crate::trace::TraceEvent;
 
 /// The handle of a probe added to a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -236,7 +235,7 @@ impl Machine {
         addr: u64,
     ) -> Result<ProbeId, SimError> {
         let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
-        let loc = location(&image, addr);
+        let loc = image.location(addr);
         let sink = self.trace.clone();
         let (consumer, role, latency) = match kind {
             ProbeKind::Entry => {
@@ -457,16 +456,6 @@ impl Machine {
                     .push(format!("pid {pid}: syncing probes of {path}: {e}"));
             }
         }
-    }
-}
-
-fn location(image: &Image, addr: u64) -> Loc {
-    Loc {
-        addr,
-        symbol: image
-            .symbols
-            .lookup(addr)
-            .map(|(name, off)| (name.clone(), off)),
     }
 }
 

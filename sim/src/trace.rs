@@ -77,12 +77,24 @@ mod tests {
         assert_eq!(json["at"]["addr"], 0x10074);
         assert_eq!(json["at"]["symbol"][0], "fib");
         assert_eq!(json["args"][0], 5);
-        let killed = TraceEvent::Killed { pid: 3, signal: 5 };
-        assert_eq!(killed.to_string(), "pid 3 killed SIGTRAP");
+        let killed = TraceEvent::Killed {
+            pid: 3,
+            signal: 5,
+            at: Loc {
+                addr: 0x1003c,
+                symbol: Some((Arc::from("main"), 0x1c)),
+            },
+        };
         assert_eq!(
-            serde_json::to_value(&killed).unwrap_or_default()["signal"],
-            5
+            killed.to_string(),
+            "pid 3 killed SIGTRAP at main+0x1c pc=0x1003c"
         );
+        let json = serde_json::to_value(&killed).unwrap_or_default();
+        assert_eq!(json["event"], "killed");
+        assert_eq!(json["signal"], 5);
+        assert_eq!(json["at"]["addr"], 0x1003c);
+        assert_eq!(json["at"]["symbol"][0], "main");
+        assert_eq!(json["at"]["symbol"][1], 0x1c);
     }
 
     #[test]

@@ -174,7 +174,10 @@ fn run_exits_like_qemu_riscv64() {
     assert_eq!(stdout(&o), "before ebreak\n");
     let o = sim(&["trace", &fixture("trap_self"), "-p", "uprobe:main"]);
     assert_eq!(o.status.code(), Some(133));
-    assert!(stdout(&o).contains("pid 1 killed SIGTRAP\n"));
+    assert!(
+        stdout(&o).contains("pid 1 killed SIGTRAP at main+0x1a pc=0x1002e\n"),
+        "killed at trap_self's own ebreak"
+    );
 }
 
 #[test]
@@ -199,7 +202,9 @@ fn scenarios_print_blocks() {
     );
     assert!(out.contains("--- output\nhello, world\n=== end hello_main\n=== scenario trap_self\n"));
     assert!(
-        out.ends_with("pid 1 killed SIGTRAP\n--- output\nbefore ebreak\n=== end trap_self\n"),
+        out.ends_with(
+            "pid 1 killed SIGTRAP at main+0x1a pc=0x1002e\n--- output\nbefore ebreak\n=== end trap_self\n"
+        ),
         "{out}"
     );
     assert_error(&sim(&["scenarios", "nope"]), 2, "no scenario named 'nope'");

@@ -249,8 +249,9 @@ fn a_fault_in_an_xol_slot_is_reported_at_the_probed_pc() {
     let result = m.run().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(result.status, ExitStatus::Killed(11));
     assert_eq!(
-        result.trace.last(),
-        Some(&TraceEvent::Killed { pid: 1, signal: 11 })
+        result.trace.last().map(ToString::to_string),
+        Some(format!("pid 1 killed SIGSEGV at fib+0x2 pc={store:#x}")),
+        "the kill names the probed instruction, not its slot"
     );
     assert_eq!(
         m.final_regs().map(|r| r.pc),

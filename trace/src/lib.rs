@@ -89,12 +89,15 @@ pub enum Event<S> {
         /// The exit code.
         code: i32,
     },
-    /// The process was killed by `signal` (e.g. a breakpoint no probe owns: SIGTRAP).
+    /// The process was killed by `signal` (e.g. a breakpoint no probe owns: SIGTRAP) at `at`.
     Killed {
         /// Process id.
         pid: u64,
         /// The signal number.
         signal: i32,
+        /// The instruction it was killed at: the breakpoint, or the faulting instruction
+        /// (the probed address when the fault happened in its out-of-line copy).
+        at: Location<S>,
     },
 }
 
@@ -158,10 +161,17 @@ impl<S: fmt::Display> fmt::Display for Event<S> {
                 None => write!(f, "pid {pid} syscall {nr}"),
             },
             Event::Exit { pid, code } => write!(f, "pid {pid} exit {code}"),
-            Event::Killed { pid, signal } => match signal_name(signal) {
-                Some(name) => write!(f, "pid {pid} killed {name}"),
-                None => write!(f, "pid {pid} killed {signal}"),
-            },
+            Event::Killed {
+                pid,
+                signal,
+                ref at,
+            } => {
+                match signal_name(signal) {
+                    Some(name) => write!(f, "pid {pid} killed {name}")?,
+                    None => write!(f, "pid {pid} killed {signal}")?,
+                }
+                write!(f, " at {at} pc={:#x}", at.addr)
+            }
         }
     }
 }
@@ -222,13 +232,31 @@ mod tests {
             "pid 1 syscall 999"
         );
         assert_eq!(E::Exit { pid: 1, code: -1 }.to_string(), "pid 1 exit -1");
+        let at = Location {
+            addr: 0x1003c,
+            symbol: Some(("main", 0x1c)),
+        };
         assert_eq!(
             E::Killed {
                 pid: 3,
-                signal: SIGTRAP
+                signal: SIGTRAP,
+                at
             }
             .to_string(),
-            "pid 3 killed SIGTRAP"
+            "pid 3 killed SIGTRAP at main+0x1c pc=0x1003c"
+        );
+        let at = Location {
+            addr: 0x8,
+            symbol: None,
+        };
+        assert_eq!(
+            E::Killed {
+                pid: 1,
+                signal: 7,
+                at
+            }
+            .to_string(),
+            "pid 1 killed 7 at 0x8 pc=0x8"
         );
     }
 }

@@ -11,6 +11,7 @@ use goblin::elf::Elf;
 use crate::error::SimError;
 use crate::mem::PAGE_SIZE;
 use crate::symbols::SymbolTable;
+use crate::trace::Loc;
 
 /// Lowest address a program may load at (page 0 stays unmapped to catch null pointers).
 pub const USER_MIN: u64 = PAGE_SIZE;
@@ -171,6 +172,17 @@ impl Image {
             out.push(self.pages[i].bytes[(a - va) as usize]);
         }
         Some(out)
+    }
+
+    /// `addr` with the symbol of this image it falls in, as traces print it.
+    pub fn location(&self, addr: u64) -> Loc {
+        Loc {
+            addr,
+            symbol: self
+                .symbols
+                .lookup(addr)
+                .map(|(name, off)| (name.clone(), off)),
+        }
     }
 }
 

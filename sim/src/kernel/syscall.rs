@@ -6,7 +6,7 @@ use crate::kernel::aspace::{Access, AddressSpace};
 use crate::kernel::{initial_regs, ExitStatus, Pid, ProcState, Regs};
 use crate::machine::Machine;
 use crate::mem::PAGE_SIZE;
-use crate::trace::TraceEvent;
+use crate::trace::{Loc, TraceEvent};
 
 /// `write(fd, buf, len)`.
 pub const SYS_WRITE: u64 = 64;
@@ -234,7 +234,7 @@ impl Machine {
         child as i64
     }
 
-    /// Kills the current process with `signal`.
+    /// Kills the current process with `signal`; the trace names its pc as the place.
     pub(crate) fn kill(&mut self, signal: i32) {
         self.exit_current(ExitStatus::Killed(signal));
     }
@@ -244,10 +244,16 @@ impl Machine {
         let Some(pid) = self.kernel.current else {
             return;
         };
-        self.last_exit_regs = Some(Regs {
-            x: self.cpu.x,
-            pc: self.cpu.pc,
-        });
+        let pc = self.cpu.pc;
+        self.last_exit_regs = Some(Regs { x: self.cpu.x, pc });
+        // Where a killed process stopped, named in its own (possibly exec'd) image.
+        let at = match self.kernel.procs.get(&pid) {
+            Some(proc) => proc.image.location(pc),
+            None => Loc {
+                addr: pc,
+                symbol: None,
+            },
+        };
         self.deschedule(ProcState::Zombie(status));
         self.trace.push(match status {
             ExitStatus::Exited(code) => TraceEvent::Exit {
@@ -257,6 +263,7 @@ impl Machine {
             ExitStatus::Killed(signal) => TraceEvent::Killed {
                 pid: pid as u64,
                 signal,
+                at,
             },
         });
         self.exit_hook(pid);
