@@ -4,7 +4,8 @@
 //! - `per_hit`: every trap of one hit, by instruction class, with the floor of the trap path
 //!   (a breakpoint that is not ours) in the same group.
 //! - `scaling`: one hit (emulated; out of line) with 1, 1 000 and 100 000 probes of its
-//!   class registered and armed.
+//!   class registered and armed in the one process: `*_hit` always at the same (middle)
+//!   probe, `*_hit_spread` at a different probe each time, walking over all of them.
 //! - `register`: register + arm, and unregister + restore, of one probe, with 1 and 100 000
 //!   other probes registered.
 //!
@@ -45,15 +46,27 @@ fn per_hit(c: &mut Criterion) {
 
 fn scaling(c: &mut Criterion) {
     let mut group = c.benchmark_group("scaling");
-    for (name, xol) in [("emulate_hit", false), ("xol_hit", true)] {
+    for (name, xol, spread) in [
+        ("emulate_hit", false, false),
+        ("emulate_hit_spread", false, true),
+        ("xol_hit", true, false),
+        ("xol_hit_spread", true, true),
+    ] {
         for n in SCALES {
             let Ok(mut many) = Many::new(n, 0, xol) else {
                 eprintln!("scaling: cannot arm {n} probes; skipped");
                 continue;
             };
-            assert!(many.hit(), "the probe among {n} is not handled");
+            let mut hit = move || {
+                if spread {
+                    many.hit_spread()
+                } else {
+                    many.hit()
+                }
+            };
+            assert!(hit(), "a probe among {n} is not handled");
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| black_box(many.hit()))
+                b.iter(|| black_box(hit()))
             });
         }
     }

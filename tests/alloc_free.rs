@@ -1,5 +1,6 @@
 //! No heap allocation per hit in steady state (DESIGN §3.5): a counting global allocator
-//! watches N hits of each class after a warm-up, through the public trap API.
+//! watches N hits of each class after a warm-up, through the public trap API, at one site per
+//! class and spread over 1 000 probes (emulated; out of line).
 //!
 //! The count is per thread, so tests running on other threads do not disturb it.
 
@@ -10,7 +11,7 @@ use std::cell::Cell;
 #[allow(dead_code)]
 mod hits;
 
-use hits::{Hits, Site};
+use hits::{Hits, Many, Site};
 
 /// The system allocator, counting the allocations made by each thread.
 struct Counting;
@@ -99,4 +100,22 @@ fn hits_of_every_class_allocate_nothing_after_warm_up() {
         .stats(hits::PATH, Site::Uretprobe.addr())
         .expect("probe registered");
     assert_eq!(uret.returns, runs, "returns");
+}
+
+#[test]
+fn hits_spread_over_many_probes_allocate_nothing_after_warm_up() {
+    const PROBES: usize = 1_000;
+    for xol in [false, true] {
+        let mut many = Many::new(PROBES, 0, xol).expect("arming the probes");
+        // Warm-up: one hit of every probe (each out-of-line probe has its own slot).
+        for _ in 0..PROBES {
+            assert!(many.hit_spread(), "warm-up hit not handled (xol: {xol})");
+        }
+        let before = allocations();
+        for i in 0..HITS {
+            assert!(many.hit_spread(), "hit {i} not handled (xol: {xol})");
+        }
+        let made = allocations() - before;
+        assert_eq!(made, 0, "xol {xol}: {made} allocations in {HITS} hits");
+    }
 }

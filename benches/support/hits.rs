@@ -193,13 +193,22 @@ pub struct Many {
     pub space: MemSpace,
     /// The thread's trap frame.
     pub regs: TrapContext,
-    /// The probe that is hit: the middle one.
+    /// The probe [`Many::hit`] hits: the middle one.
     pub probed: usize,
     /// Instructions with no probe, free for registering.
     pub spare: Vec<usize>,
     /// Whether the probes step out of line (two traps per hit, one slot each).
     xol: bool,
+    /// How many probes are armed.
+    n: usize,
+    /// The index of the probe [`Many::hit_spread`] hits next.
+    next: usize,
 }
+
+/// The step between the probes [`Many::hit_spread`] hits one after the other: a prime, so
+/// the walk visits every probe of any count it does not divide (1, 1 000 and 100 000),
+/// jumping far enough that neighbouring entries of the map or of memory do not help.
+const SPREAD_STEP: usize = 7_919;
 
 impl Many {
     /// `n` probes (n >= 1) on `n` consecutive instructions, then `spare` unprobed ones: all
@@ -225,12 +234,28 @@ impl Many {
             probed: site(n / 2),
             spare: (n..n + spare).map(site).collect(),
             xol,
+            n,
+            next: 0,
         })
     }
 
-    /// Every trap of one hit of the middle probe; `true` if they were handled.
+    /// Every trap of one hit of the middle probe, the same site every time; `true` if they
+    /// were handled.
     pub fn hit(&mut self) -> bool {
-        self.regs.set_pc(self.probed);
+        self.hit_at(self.probed)
+    }
+
+    /// Every trap of one hit of the next probe in a walk over all of them, a different
+    /// site every time (as when every instruction is probed); `true` if they were handled.
+    pub fn hit_spread(&mut self) -> bool {
+        let pc = TEXT + 4 * self.next;
+        self.next = (self.next + SPREAD_STEP) % self.n;
+        self.hit_at(pc)
+    }
+
+    /// Every trap of one hit of the probe at `pc`.
+    fn hit_at(&mut self, pc: usize) -> bool {
+        self.regs.set_pc(pc);
         if self
             .engine
             .handle_breakpoint(&mut self.space, &mut self.regs)
@@ -249,6 +274,6 @@ impl Many {
                 return false;
             }
         }
-        self.regs.pc() == self.probed + 4
+        self.regs.pc() == pc + 4
     }
 }
