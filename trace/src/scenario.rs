@@ -56,6 +56,12 @@ pub const SCENARIOS: &[Scenario] = &[
         probes: &["uprobe:main"],
     },
     Scenario {
+        // The probed load faults in its XOL slot: the kill names the probed address.
+        name: "xol_fault_fixup",
+        fixture: "xol_fault",
+        probes: &["uprobe:fault_load"],
+    },
+    Scenario {
         name: "insn_zoo_all",
         fixture: "insn_zoo",
         probes: &["uprobe:zoo_*"],

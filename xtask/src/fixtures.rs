@@ -62,6 +62,12 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 133,
         kind: Kind::Linux,
     },
+    // Killed by SIGSEGV: Linux reports 128 + 11.
+    Fixture {
+        name: "xol_fault",
+        exit_code: 139,
+        kind: Kind::Linux,
+    },
     Fixture {
         name: "forker",
         exit_code: 0,
