@@ -332,14 +332,10 @@ fn status_text(result: &RunResult) -> String {
 }
 
 fn location(machine: &Machine, addr: u64) -> String {
-    let symbol = machine
-        .main_image()
-        .and_then(|image| image.symbols.lookup(addr).map(|(n, off)| (n.clone(), off)));
-    match symbol {
-        Some((name, 0)) => name.to_string(),
-        Some((name, off)) => format!("{name}+{off:#x}"),
-        None => "?".into(),
-    }
+    machine.main_image().map_or_else(
+        || format!("{addr:#x}"),
+        |image| image.location(addr).to_string(),
+    )
 }
 
 fn write_histogram(out: &mut impl Write, histogram: &Histogram) -> std::io::Result<()> {
