@@ -84,6 +84,16 @@ fn program() -> Vec<u8> {
     ])
 }
 
+/// Takes a breakpoint trap that must be ruprobes'.
+fn handled(engine: &Uprobes, space: &mut FakeSpace, regs: &mut TrapContext) {
+    assert_eq!(
+        engine.handle_breakpoint(space, regs),
+        Trap::Handled,
+        "trap at {:#x}",
+        regs.pc()
+    );
+}
+
 /// An engine with process 1 running PATH.
 fn setup() -> (Uprobes, FakeSpace) {
     let engine = Uprobes::new();
@@ -225,10 +235,7 @@ fn emulated_hit_runs_entry_then_post_and_advances() {
         .register(PATH, at(ADDI_SP), recording(&log, "a"), Some(&mut space))
         .unwrap();
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.reg(abi::SP), 0x8000 - 16);
     assert_eq!(regs.pc(), at(ADDI_SP + 4));
     assert_eq!(
@@ -248,20 +255,14 @@ fn compressed_emulated_hit() {
         .register(PATH, at(C_LI), Consumer::new(), Some(&mut space))
         .unwrap();
     let mut regs = regs_at(at(C_LI), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.reg(abi::A0), 5);
     assert_eq!(regs.pc(), at(C_LI + 2));
     let mut regs = regs_at(at(C_NOP), 0x8000);
     engine
         .register(PATH, at(C_NOP), Consumer::new(), Some(&mut space))
         .unwrap();
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.pc(), at(C_NOP + 2));
 }
 
@@ -274,17 +275,11 @@ fn simulated_branch_both_directions() {
     let mut taken = regs_at(at(BEQ), 0x8000);
     taken.set_reg(abi::A0, 7);
     taken.set_reg(11, 7);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut taken),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut taken);
     assert_eq!(taken.pc(), at(BEQ + 8));
     let mut not_taken = regs_at(at(BEQ), 0x8000);
     not_taken.set_reg(abi::A0, 7);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut not_taken),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut not_taken);
     assert_eq!(not_taken.pc(), at(BEQ + 4));
 }
 
@@ -297,10 +292,7 @@ fn simulated_jumps_link_and_jump() {
             .unwrap();
     }
     let mut regs = regs_at(at(JAL), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(
         (regs.pc(), regs.reg(abi::RA)),
         (at(JAL + 0x20), at(JAL + 4))
@@ -308,18 +300,12 @@ fn simulated_jumps_link_and_jump() {
 
     let mut regs = regs_at(at(JALR), 0x8000);
     regs.set_reg(abi::A0, 0x5001); // target 0x5005 & !1: rs1 read before rd is written
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!((regs.pc(), regs.reg(abi::A0)), (0x5004, at(JALR + 4)));
 
     let mut regs = regs_at(at(C_JR), 0x8000);
     regs.set_reg(abi::RA, 0x7000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.pc(), 0x7000);
 }
 
@@ -331,10 +317,7 @@ fn out_of_line_step_takes_two_traps() {
         .register(PATH, at(SD_RA), recording(&log, "s"), Some(&mut space))
         .unwrap();
     let mut regs = regs_at(at(SD_RA), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     let slot = regs.pc();
     assert!(
         slot > XOL_BASE && slot < XOL_BASE + PAGE && slot % SLOT_SIZE == 0,
@@ -350,10 +333,7 @@ fn out_of_line_step_takes_two_traps() {
     );
     // The kernel returns to user mode; the CPU executes the slot and traps on its ebreak.
     regs.set_pc(slot + 4);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.pc(), at(SD_RA + 4));
     assert_eq!(lines(&log).len(), 2);
     assert!(lines(&log)[1].starts_with("s post"));
@@ -372,10 +352,7 @@ fn fault_inside_a_slot_is_reported_at_the_probe() {
         .register(PATH, at(LD_A0), Consumer::new(), Some(&mut space))
         .unwrap();
     let mut regs = regs_at(at(LD_A0), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert!(engine.fixup_fault(&mut space, &mut regs));
     assert_eq!(regs.pc(), at(LD_A0));
     let mut elsewhere = regs_at(at(BEQ), 0x8000);
@@ -405,10 +382,7 @@ fn handler_chain_and_double_register() {
         )
         .unwrap();
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(
         lines(&log),
         [
@@ -467,10 +441,7 @@ fn write_failure_mid_arm_rolls_back() {
             .register(PATH, at(SD_RA), Consumer::new(), Some(&mut space))
             .unwrap();
         let mut regs = regs_at(at(SD_RA), 0x8000);
-        assert_eq!(
-            engine.handle_breakpoint(&mut space, &mut regs),
-            Trap::Handled
-        );
+        handled(&engine, &mut space, &mut regs);
     }
 }
 
@@ -539,10 +510,7 @@ fn entry_handler_changing_pc_skips_the_instruction() {
         .unwrap();
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
     regs.set_reg(abi::RA, 0x5000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
     assert_eq!(
         (regs.pc(), regs.reg(abi::A0), regs.reg(abi::SP)),
         (0x4444, 99, 0x8000)
@@ -816,10 +784,7 @@ fn fork_gives_the_child_its_own_state_and_exit_drops_it() {
         "exited"
     );
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut parent, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut parent, &mut regs);
 }
 
 #[test]
@@ -835,10 +800,7 @@ fn process_armed_elsewhere_restores_at_its_next_hit() {
     assert_eq!(child.text(TEXT_LEN), program());
     // The parent still has the breakpoint; its next hit restores and re-runs the original.
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut parent, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut parent, &mut regs);
     assert_eq!(
         regs.pc(),
         at(ADDI_SP),
@@ -864,10 +826,7 @@ fn handlers_may_register_and_unregister() {
         .register(PATH, at(ADDI_SP), consumer, Some(&mut space))
         .unwrap();
     let mut regs = regs_at(at(ADDI_SP), 0x8000);
-    assert_eq!(
-        engine.handle_breakpoint(&mut space, &mut regs),
-        Trap::Handled
-    );
+    handled(&engine, &mut space, &mut regs);
 }
 
 #[test]
@@ -884,16 +843,10 @@ fn many_out_of_line_probes_take_more_pages() {
             .register(PATH, TEXT + 4 * i, Consumer::new(), Some(&mut space))
             .unwrap();
         let mut regs = regs_at(TEXT + 4 * i, 0x8000);
-        assert_eq!(
-            engine.handle_breakpoint(&mut space, &mut regs),
-            Trap::Handled
-        );
+        handled(&engine, &mut space, &mut regs);
         assert!(slots.insert(regs.pc()), "each probe has its own slot");
         regs.set_pc(regs.pc() + 4);
-        assert_eq!(
-            engine.handle_breakpoint(&mut space, &mut regs),
-            Trap::Handled
-        );
+        handled(&engine, &mut space, &mut regs);
         assert_eq!(regs.pc(), TEXT + 4 * i + 4);
     }
     assert!(
