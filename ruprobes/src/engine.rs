@@ -269,6 +269,10 @@ impl Uprobes {
     /// If `current` is given and runs `path` (as told by [`on_exec`](Self::on_exec)), the
     /// probe is armed there at once and every error is reported now, with user memory left
     /// byte-identical. Otherwise the probe waits for the next `exec` of `path`.
+    ///
+    /// The engine sees bytes, not instruction boundaries: an address in the middle of a
+    /// 32-bit instruction is refused only if that instruction is armed. Callers that know the
+    /// code (a symbol table, as `ruprobes-sim` does) should check boundaries first.
     pub fn register(
         &self,
         path: &str,

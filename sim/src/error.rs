@@ -40,6 +40,15 @@ pub enum SimError {
         /// The engine's reason.
         error: ruprobes::Error,
     },
+    /// A probe address inside an instruction (its second half), not at its start.
+    InsideInstruction {
+        /// The spec as given.
+        spec: String,
+        /// The probe address.
+        addr: u64,
+        /// Where the instruction it falls in starts.
+        insn: String,
+    },
     /// No probe with this id is registered.
     UnknownProbe(usize),
     /// The machine has no program loaded, or the operation needs a live process.
@@ -65,6 +74,10 @@ impl fmt::Display for SimError {
             SimError::Io { path, message } => write!(f, "{path}: {message}"),
             SimError::BadElf { name, why } => write!(f, "{name}: {why}"),
             SimError::BadSpec { spec, why } => write!(f, "bad probe spec '{spec}': {why}"),
+            SimError::InsideInstruction { spec, addr, insn } => write!(
+                f,
+                "probe '{spec}': {addr:#x} is inside the instruction at {insn}, not at its start"
+            ),
             SimError::UnknownSymbol { spec, symbol } => {
                 write!(
                     f,

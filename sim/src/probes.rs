@@ -235,6 +235,16 @@ impl Machine {
         addr: u64,
     ) -> Result<ProbeId, SimError> {
         let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
+        // A breakpoint over the second half of an instruction would corrupt it; the engine
+        // cannot tell instruction boundaries, the symbol table can. (An odd address is the
+        // engine's `Misaligned`.)
+        if let Some(start) = image.inside_instruction(addr).filter(|_| addr % 2 == 0) {
+            return Err(SimError::InsideInstruction {
+                spec: spec.to_string(),
+                addr,
+                insn: image.location(start).to_string(),
+            });
+        }
         let loc = image.location(addr);
         let sink = self.trace.clone();
         let (consumer, role, latency) = match kind {

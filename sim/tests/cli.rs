@@ -245,6 +245,12 @@ fn bad_inputs_are_one_error_line() {
         1,
         "no function symbol 'nosuchfn'",
     );
+    // crc32+0xc is a 32-bit instruction: +0xe is its second half.
+    assert_error(
+        &sim(&["trace", &fixture("crc"), "-p", "uprobe:crc32+14"]),
+        1,
+        "0x10144 is inside the instruction at crc32+0xc, not at its start",
+    );
     assert_error(
         &sim(&["trace", &fib, "-p", "kprobe:fib"]),
         2,

@@ -174,6 +174,29 @@ impl Image {
         Some(out)
     }
 
+    /// The start of the instruction that `addr` lies inside of (not at the start of), by
+    /// decoding instruction lengths from the start of the function symbol covering `addr`.
+    /// `None` when `addr` starts an instruction or no function symbol covers it.
+    pub fn inside_instruction(&self, addr: u64) -> Option<u64> {
+        let func = self
+            .symbols
+            .symbols()
+            .iter()
+            .filter(|s| s.is_func && s.addr <= addr && addr < s.addr.saturating_add(s.size))
+            .max_by_key(|s| s.addr)?;
+        let mut pc = func.addr;
+        while pc < addr {
+            let parcel = self.initial_bytes(pc, 2)?;
+            let len = ruprobes::decode::insn_len(u16::from_le_bytes([parcel[0], parcel[1]]))?;
+            let next = pc.checked_add(len as u64)?;
+            if next > addr {
+                return Some(pc);
+            }
+            pc = next;
+        }
+        None
+    }
+
     /// `addr` with the symbol of this image it falls in, as traces print it.
     pub fn location(&self, addr: u64) -> Loc {
         Loc {
