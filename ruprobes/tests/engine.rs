@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use ruprobes::{
-    abi, Consumer, Error, Trap, TrapContext, Unsupported, Uprobes, UserRegs, MAX_RETURN_DEPTH,
-    SLOT_SIZE,
+    abi, Consumer, ConsumerId, Error, Trap, TrapContext, Unsupported, Uprobes, UserRegs,
+    MAX_RETURN_DEPTH, SLOT_SIZE,
 };
 
 const PATH: &str = "/bin/app";
@@ -84,6 +84,13 @@ fn program() -> Vec<u8> {
     ])
 }
 
+/// Registers a consumer without handlers at `off`, armed in `space`.
+fn arm(engine: &Uprobes, space: &mut FakeSpace, off: usize) -> ConsumerId {
+    engine
+        .register(PATH, at(off), Consumer::new(), Some(space))
+        .unwrap()
+}
+
 /// Takes a breakpoint trap that must be ruprobes'.
 fn handled(engine: &Uprobes, space: &mut FakeSpace, regs: &mut TrapContext) {
     assert_eq!(
@@ -138,17 +145,13 @@ fn entry_only(log: &Log, name: &'static str) -> Consumer {
 fn register_arms_and_unregister_restores_bytes() {
     let (engine, mut space) = setup();
     let original = space.text(TEXT_LEN);
-    let id = engine
-        .register(PATH, at(ADDI_SP), Consumer::new(), Some(&mut space))
-        .unwrap();
+    let id = arm(&engine, &mut space, ADDI_SP);
     assert_eq!(
         space.peek(at(ADDI_SP), 4),
         0x0010_0073u32.to_le_bytes(),
         "32-bit ebreak written"
     );
-    let id2 = engine
-        .register(PATH, at(C_LI), Consumer::new(), Some(&mut space))
-        .unwrap();
+    let id2 = arm(&engine, &mut space, C_LI);
     assert_eq!(
         space.peek(at(C_LI), 2),
         0x9002u16.to_le_bytes(),
@@ -211,9 +214,7 @@ fn bad_addresses_are_refused() {
         engine.register(PATH, 0x9000_0000, Consumer::new(), Some(&mut space)),
         Err(Error::NotExecutable(0x9000_0000))
     );
-    engine
-        .register(PATH, at(ADDI_SP), Consumer::new(), Some(&mut space))
-        .unwrap();
+    arm(&engine, &mut space, ADDI_SP);
     assert_eq!(
         engine.register(PATH, at(ADDI_SP + 2), Consumer::new(), Some(&mut space)),
         Err(Error::Conflict(at(ADDI_SP + 2))),
@@ -251,17 +252,13 @@ fn emulated_hit_runs_entry_then_post_and_advances() {
 #[test]
 fn compressed_emulated_hit() {
     let (engine, mut space) = setup();
-    engine
-        .register(PATH, at(C_LI), Consumer::new(), Some(&mut space))
-        .unwrap();
+    arm(&engine, &mut space, C_LI);
     let mut regs = regs_at(at(C_LI), 0x8000);
     handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.reg(abi::A0), 5);
     assert_eq!(regs.pc(), at(C_LI + 2));
     let mut regs = regs_at(at(C_NOP), 0x8000);
-    engine
-        .register(PATH, at(C_NOP), Consumer::new(), Some(&mut space))
-        .unwrap();
+    arm(&engine, &mut space, C_NOP);
     handled(&engine, &mut space, &mut regs);
     assert_eq!(regs.pc(), at(C_NOP + 2));
 }
@@ -269,9 +266,7 @@ fn compressed_emulated_hit() {
 #[test]
 fn simulated_branch_both_directions() {
     let (engine, mut space) = setup();
-    engine
-        .register(PATH, at(BEQ), Consumer::new(), Some(&mut space))
-        .unwrap();
+    arm(&engine, &mut space, BEQ);
     let mut taken = regs_at(at(BEQ), 0x8000);
     taken.set_reg(abi::A0, 7);
     taken.set_reg(11, 7);
@@ -437,9 +432,7 @@ fn write_failure_mid_arm_rolls_back() {
         assert_eq!(space.text(TEXT_LEN), before);
         space.writes_left = None;
         // Nothing half-registered: a clean registration works and traps correctly.
-        engine
-            .register(PATH, at(SD_RA), Consumer::new(), Some(&mut space))
-            .unwrap();
+        arm(&engine, &mut space, SD_RA);
         let mut regs = regs_at(at(SD_RA), 0x8000);
         handled(&engine, &mut space, &mut regs);
     }
@@ -469,9 +462,7 @@ fn xol_map_failure_is_clean() {
 #[test]
 fn foreign_breakpoints_are_not_ours() {
     let (engine, mut space) = setup();
-    engine
-        .register(PATH, at(ADDI_SP), Consumer::new(), Some(&mut space))
-        .unwrap();
+    arm(&engine, &mut space, ADDI_SP);
     let mut regs = regs_at(at(C_EBREAK_AT), 0x8000);
     let before = regs;
     assert_eq!(
@@ -889,9 +880,7 @@ fn second_return_from_setjmp_is_not_taken_for_an_outer_return() {
 #[test]
 fn unregister_whose_restore_fails_changes_nothing() {
     let (engine, mut space) = setup();
-    let id = engine
-        .register(PATH, at(SD_RA), Consumer::new(), Some(&mut space))
-        .unwrap();
+    let id = arm(&engine, &mut space, SD_RA);
     let armed = space.text(TEXT_LEN);
     space.writes_left = Some(0);
     assert!(matches!(

@@ -160,34 +160,30 @@ pub fn translate(mem: &PhysMem, root: u64, va: u64) -> Option<(u64, u64)> {
     None
 }
 
+/// The next-level tables of `table`: `(index, table address)` of every valid non-leaf entry.
+fn subtables(mem: &PhysMem, table: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    (0..512u64)
+        .map_while(move |i| mem.read_u64(table + i * 8).map(|pte| (i, pte)))
+        .filter(|(_, pte)| pte & PTE_V != 0 && pte & (PTE_R | PTE_W | PTE_X) == 0)
+        .map(|(i, pte)| (i, pte_addr(pte)))
+}
+
 /// Every 4 KiB leaf mapping under `root` as `(va, pa, flags)`, in address order.
 /// Superpages (which [`map_page`] never creates) are skipped.
 pub fn leaves(mem: &PhysMem, root: u64) -> Vec<(u64, u64, u64)> {
     let mut out = Vec::new();
-    for i2 in 0..512u64 {
-        let Some(p2) = mem.read_u64(root + i2 * 8) else {
-            break;
-        };
-        if p2 & PTE_V == 0 || p2 & (PTE_R | PTE_W | PTE_X) != 0 {
-            continue;
-        }
-        for i1 in 0..512u64 {
-            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else {
-                break;
-            };
-            if p1 & PTE_V == 0 || p1 & (PTE_R | PTE_W | PTE_X) != 0 {
-                continue;
-            }
+    for (i2, l1) in subtables(mem, root) {
+        for (i1, l0) in subtables(mem, l1) {
             for i0 in 0..512u64 {
-                let Some(p0) = mem.read_u64(pte_addr(p1) + i0 * 8) else {
+                let Some(pte) = mem.read_u64(l0 + i0 * 8) else {
                     break;
                 };
-                if p0 & PTE_V == 0 {
+                if pte & PTE_V == 0 {
                     continue;
                 }
                 let va = (i2 << 30 | i1 << 21 | i0 << 12) as i64;
                 let va = (va << 25 >> 25) as u64;
-                out.push((va, pte_addr(p0), p0 & PTE_FLAGS));
+                out.push((va, pte_addr(pte), pte & PTE_FLAGS));
             }
         }
     }
@@ -196,22 +192,13 @@ pub fn leaves(mem: &PhysMem, root: u64) -> Vec<(u64, u64, u64)> {
 
 /// Frees the table frames under `root` (root included), not the mapped frames.
 pub fn free_tables(mem: &mut PhysMem, root: u64) {
-    for i2 in 0..512u64 {
-        let Some(p2) = mem.read_u64(root + i2 * 8) else {
-            break;
-        };
-        if p2 & PTE_V == 0 || p2 & (PTE_R | PTE_W | PTE_X) != 0 {
-            continue;
+    let l1: Vec<u64> = subtables(mem, root).map(|(_, t)| t).collect();
+    for table in l1 {
+        let l0: Vec<u64> = subtables(mem, table).map(|(_, t)| t).collect();
+        for leaf_table in l0 {
+            mem.free_frame(leaf_table);
         }
-        for i1 in 0..512u64 {
-            let Some(p1) = mem.read_u64(pte_addr(p2) + i1 * 8) else {
-                break;
-            };
-            if p1 & PTE_V != 0 && p1 & (PTE_R | PTE_W | PTE_X) == 0 {
-                mem.free_frame(pte_addr(p1));
-            }
-        }
-        mem.free_frame(pte_addr(p2));
+        mem.free_frame(table);
     }
     mem.free_frame(root);
 }
