@@ -435,8 +435,7 @@ impl Machine {
             return Ok(true);
         };
         proc.state = ProcState::Running;
-        self.cpu.x = proc.regs.x;
-        self.cpu.pc = proc.regs.pc;
+        proc.regs.load_into(&mut self.cpu);
         self.cpu.set_page_table(proc.aspace.root);
         self.kernel.current = Some(pid);
         Ok(true)
@@ -448,10 +447,7 @@ impl Machine {
             return;
         };
         if let Some(proc) = self.kernel.procs.get_mut(&pid) {
-            proc.regs = Regs {
-                x: self.cpu.x,
-                pc: self.cpu.pc,
-            };
+            proc.regs = Regs::of(&self.cpu);
             proc.state = state;
             if state == ProcState::Ready {
                 self.kernel.ready.push_back(pid);

@@ -1,9 +1,13 @@
-//! Decoding RV64IMAC (+ Zicsr user counters) into a compact predecoded form.
+//! Decoding RV64IMAFDC (+ Zicsr user counters and the F/D CSRs) into a compact predecoded
+//! form.
 //!
 //! Compressed instructions expand to the same [`Op`]s as their 32-bit twins, with
-//! `len == 2`, so the executor has one path per operation. Anything outside the supported
-//! set (F/D, privileged, reserved encodings, CSRs other than the user counters, writes to
-//! them) decodes to [`Op::Illegal`] carrying the raw bits.
+//! `len == 2`, so the executor has one path per operation. F/D encodings are decoded by
+//! [`super::fp`]. Anything outside the supported set (privileged, reserved encodings,
+//! static rounding modes 5 and 6, CSRs other than the user counters and `fflags`/`frm`/
+//! `fcsr`, writes to the counters) decodes to [`Op::Illegal`] carrying the raw bits.
+
+use super::fp::{self, FpOp};
 
 /// One operation. `Undecoded` marks an empty decode-cache slot.
 #[allow(missing_docs)] // the names are the RISC-V mnemonics
@@ -88,6 +92,13 @@ pub enum Op {
     AmoW,
     /// 64-bit AMO; `imm` is funct5 (see [`amo`]).
     AmoD,
+    /// A single-precision (F) operation.
+    FpS(FpOp),
+    /// A double-precision (D) operation.
+    FpD(FpOp),
+    /// `csrrw/csrrs/csrrc(i)` on `fflags`, `frm` or `fcsr`: `rm` is funct3, `imm` the CSR
+    /// number, `rs1` the source register or 5-bit immediate.
+    CsrFp,
 }
 
 /// AMO funct5 values.
@@ -124,8 +135,12 @@ pub struct Insn {
     pub rs2: u8,
     /// Encoded length in bytes: 2 or 4.
     pub len: u8,
+    /// Third source register (fused multiply-add).
+    pub rs3: u8,
+    /// F/D rounding mode (0..=4, or [`fp::RM_DYN`]); funct3 for [`Op::CsrFp`].
+    pub rm: u8,
     /// Immediate (sign-extended), shift amount, CSR number, AMO funct5, or for
-    /// [`Op::Illegal`] the raw instruction bits.
+    /// [`Op::Illegal`] and the F/D operations that round the raw instruction bits.
     pub imm: i32,
 }
 
@@ -137,6 +152,8 @@ impl Insn {
         rs1: 0,
         rs2: 0,
         len: 0,
+        rs3: 0,
+        rm: 0,
         imm: 0,
     };
 
@@ -147,6 +164,33 @@ impl Insn {
             rs1: rs1 as u8,
             rs2: rs2 as u8,
             len,
+            rs3: 0,
+            rm: 0,
+            imm,
+        }
+    }
+
+    /// An F (`double == false`) or D operation.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fp(
+        op: FpOp,
+        double: bool,
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+        rs3: u8,
+        rm: u8,
+        imm: i32,
+        len: u8,
+    ) -> Insn {
+        Insn {
+            op: if double { Op::FpD(op) } else { Op::FpS(op) },
+            rd,
+            rs1,
+            rs2,
+            len,
+            rs3,
+            rm,
             imm,
         }
     }
@@ -154,11 +198,9 @@ impl Insn {
     fn illegal(raw: u32, len: u8) -> Insn {
         Insn {
             op: Op::Illegal,
-            rd: 0,
-            rs1: 0,
-            rs2: 0,
             len,
             imm: raw as i32,
+            ..Insn::UNDECODED
         }
     }
 }
@@ -291,6 +333,7 @@ pub fn decode32(raw: u32) -> Insn {
             _ => return bad,
         }),
         0x0f if f3 <= 1 => Insn::new(Op::Fence, 0, 0, 0, 0, 4),
+        0x07 | 0x27 | 0x43 | 0x47 | 0x4b | 0x4f | 0x53 => fp::decode32(raw).unwrap_or(bad),
         0x73 => match raw {
             0x0000_0073 => Insn::new(Op::Ecall, 0, 0, 0, 0, 4),
             0x0010_0073 => Insn::new(Op::Ebreak, 0, 0, 0, 0, 4),
@@ -298,8 +341,14 @@ pub fn decode32(raw: u32) -> Insn {
                 let csr = (raw >> 20) as i32;
                 // Only reads (csrrs/csrrc with x0, csrrsi/csrrci with 0) of the user counters.
                 let read_only = matches!(f3, 2 | 3 | 6 | 7) && rs1 == 0;
+                let fp_csr = matches!(csr, fp::csr::FFLAGS | fp::csr::FRM | fp::csr::FCSR);
                 if read_only && matches!(csr, CSR_CYCLE | CSR_TIME | CSR_INSTRET) {
                     Insn::new(Op::CsrRead, rd, 0, 0, csr, 4)
+                } else if fp_csr && f3 != 0 && f3 != 4 {
+                    Insn {
+                        rm: f3 as u8,
+                        ..Insn::new(Op::CsrFp, rd, rs1, 0, csr, 4)
+                    }
                 } else {
                     bad
                 }
@@ -379,6 +428,8 @@ pub fn decode16(raw: u16) -> Insn {
             }
             n(Op::Addi, rdp, 2, 0, imm as i32)
         }
+        (0, 1) => Insn::fp(FpOp::Load, true, rdp as u8, rs1p as u8, 0, 0, 0, ld_off, 2),
+        (0, 5) => Insn::fp(FpOp::Store, true, 0, rs1p as u8, rdp as u8, 0, 0, ld_off, 2),
         (0, 2) => n(Op::Lw, rdp, rs1p, 0, lw_off),
         (0, 3) => n(Op::Ld, rdp, rs1p, 0, ld_off),
         (0, 6) => n(Op::Sw, 0, rs1p, rdp, lw_off),
@@ -438,6 +489,14 @@ pub fn decode16(raw: u16) -> Insn {
             n(op, 0, rs1p, 0, sext(imm, 9))
         }
         (2, 0) => n(Op::Slli, rd, rd, 0, shamt),
+        (2, 1) => {
+            let imm = b(c, 12, 5) | ((c >> 5) & 3) << 3 | ((c >> 2) & 7) << 6;
+            Insn::fp(FpOp::Load, true, rd as u8, 2, 0, 0, 0, imm as i32, 2)
+        }
+        (2, 5) => {
+            let imm = ((c >> 10) & 7) << 3 | ((c >> 7) & 7) << 6;
+            Insn::fp(FpOp::Store, true, 0, 2, rs2 as u8, 0, 0, imm as i32, 2)
+        }
         (2, 2) if rd != 0 => {
             let imm = b(c, 12, 5) | ((c >> 4) & 7) << 2 | ((c >> 2) & 3) << 6;
             n(Op::Lw, rd, 2, 0, imm as i32)
@@ -462,7 +521,7 @@ pub fn decode16(raw: u16) -> Insn {
             let imm = ((c >> 10) & 7) << 3 | ((c >> 7) & 7) << 6;
             n(Op::Sd, 0, 2, rs2, imm as i32)
         }
-        _ => bad, // C.FLD/C.FSD/C.FLDSP/C.FSDSP (no F/D yet) and reserved encodings
+        _ => bad, // reserved encodings
     }
 }
 
@@ -492,8 +551,13 @@ mod tests {
         assert_eq!(decode32(0xc025_1073).op, Op::Illegal);
         // mstatus read: illegal in user mode
         assert_eq!(decode32(0x3000_2573).op, Op::Illegal);
-        // fld fa0, 0(a0) (F/D not supported)
-        assert_eq!(decode32(0x0005_3507).op, Op::Illegal);
+        // fld fa0, 0(a0)
+        assert_eq!(decode32(0x0005_3507).op, Op::FpD(FpOp::Load));
+        // fadd.d with the reserved rounding mode 5; fadd.h (no Zfh)
+        assert_eq!(decode32(0x02b5_5553).op, Op::Illegal);
+        assert_eq!(decode32(0x04b5_0553).op, Op::Illegal);
+        // frflags a0 = csrrs a0, fflags, x0
+        assert_eq!(decode32(0x0010_2573).op, Op::CsrFp);
         // wfi
         assert_eq!(decode32(0x1050_0073).op, Op::Illegal);
     }
@@ -520,7 +584,10 @@ mod tests {
         assert_eq!(decode16(0x757d), Insn::new(Op::Lui, 10, 0, 0, -4096, 2));
         // c.addi16sp sp, -64: 0x7139
         assert_eq!(decode16(0x7139), Insn::new(Op::Addi, 2, 2, 0, -64, 2));
-        // c.fld: illegal until F/D exist
-        assert_eq!(decode16(0x2108).op, Op::Illegal);
+        // c.fld fa0, 0(a0): 0x2108
+        assert_eq!(
+            decode16(0x2108),
+            Insn::fp(FpOp::Load, true, 10, 10, 0, 0, 0, 0, 2)
+        );
     }
 }

@@ -6,6 +6,7 @@
 use super::decode::{amo, Insn, Op, CSR_CYCLE, CSR_INSTRET, CSR_TIME};
 use super::{Access, Cpu, Stop};
 use crate::mem::PhysMem;
+use rustc_apfloat::ieee::{Double, Single};
 
 /// Instructions per tick of the `time` CSR: a deterministic stand-in for a clock.
 pub const INSNS_PER_TIME_TICK: u64 = 100;
@@ -180,6 +181,12 @@ impl Cpu {
                 };
                 self.store(mem, rs1, size, new)?;
                 a
+            }
+            Op::FpS(op) => return self.execute_fp::<Single>(mem, op, i),
+            Op::FpD(op) => return self.execute_fp::<Double>(mem, op, i),
+            Op::CsrFp => {
+                self.execute_fp_csr(i);
+                return Ok(());
             }
             Op::Ecall => return Err(Stop::Ecall),
             Op::Ebreak => return Err(Stop::Breakpoint),

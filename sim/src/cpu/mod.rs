@@ -1,4 +1,4 @@
-//! The RV64IMAC user-mode interpreter.
+//! The RV64IMAFDC (RV64GC) user-mode interpreter.
 //!
 //! [`Cpu::run`] executes until a trap or until an instruction budget is used up, and
 //! reports why it stopped as a [`Stop`]. Traps are exact: on every stop other than
@@ -23,12 +23,14 @@
 
 pub mod decode;
 mod execute;
+pub mod fp;
 mod icache;
 mod tlb;
 
 use crate::mem::{PhysMem, PAGE_SIZE, PHYS_BASE};
 use crate::sv39::{self, PTE_A, PTE_D, PTE_R, PTE_U, PTE_W, PTE_X};
 use decode::{decode16, decode32, is_32bit, Insn, Op};
+pub use fp::FpRegs;
 use icache::DecodeCache;
 use tlb::Tlb;
 
@@ -58,7 +60,8 @@ pub enum Stop {
         /// The virtual address that could not be accessed.
         addr: u64,
     },
-    /// Unsupported or invalid instruction (F/D, privileged, reserved, non-counter CSR);
+    /// Unsupported or invalid instruction (privileged, reserved, a CSR other than the user
+    /// counters and the F/D ones, an invalid rounding mode);
     /// `raw` holds its bits (16 bits for a compressed one).
     Illegal {
         /// The instruction bits.
@@ -84,6 +87,8 @@ pub struct Cpu {
     pub x: [u64; 32],
     /// Program counter.
     pub pc: u64,
+    /// F/D registers and `fcsr`.
+    pub fp: FpRegs,
     instret: u64,
     root: u64,
     /// LR reservation (virtual address).
@@ -111,6 +116,7 @@ impl Cpu {
         Cpu {
             x: [0; 32],
             pc: 0,
+            fp: FpRegs::default(),
             instret: 0,
             root: 0,
             reservation: None,

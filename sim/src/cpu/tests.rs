@@ -1,6 +1,8 @@
 //! Unit tests of the interpreter on hand-assembled code under real Sv39 tables.
 
 use super::*;
+
+mod fp;
 use crate::sv39::{map_page, new_root, PTE_A, PTE_D, PTE_R, PTE_U, PTE_W, PTE_X};
 
 const CODE: u64 = 0x10000;
@@ -273,13 +275,13 @@ fn compressed_and_full_traps_report_their_own_pc() {
         }
     );
     assert_eq!(m.cpu.pc, CODE + 2);
-    // illegal compressed (all zero) and a D-extension load
+    // illegal compressed (all zero) and a quad-precision (Q, not supported) load
     let mut m = Machine::new(Asm::default().h(C_NOP).h(0));
     assert_eq!(m.run(), Stop::Illegal { raw: 0 });
     assert_eq!(m.cpu.pc, CODE + 2);
-    let fld = i(0, A0, 3, A0, 0x07);
-    let mut m = Machine::new(Asm::default().w(fld));
-    assert_eq!(m.run(), Stop::Illegal { raw: fld });
+    let flq = i(0, A0, 4, A0, 0x07);
+    let mut m = Machine::new(Asm::default().w(flq));
+    assert_eq!(m.run(), Stop::Illegal { raw: flq });
     assert_eq!(m.cpu.pc, CODE);
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod syscall;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use crate::cpu::{Cpu, FpRegs};
 use aspace::AddressSpace;
 use image::Image;
 
@@ -46,13 +47,33 @@ impl ExitStatus {
     }
 }
 
-/// A user register file: `x0..x31` and the pc.
+/// A user register file: `x0..x31`, the pc, and the F/D registers with `fcsr`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Regs {
     /// Integer registers (`x[0]` is 0).
     pub x: [u64; 32],
     /// The program counter.
     pub pc: u64,
+    /// `f0..f31` and `fcsr`.
+    pub fp: FpRegs,
+}
+
+impl Regs {
+    /// The registers `cpu` holds now.
+    pub fn of(cpu: &Cpu) -> Regs {
+        Regs {
+            x: cpu.x,
+            pc: cpu.pc,
+            fp: cpu.fp,
+        }
+    }
+
+    /// Puts these registers into `cpu`.
+    pub fn load_into(&self, cpu: &mut Cpu) {
+        cpu.x = self.x;
+        cpu.pc = self.pc;
+        cpu.fp = self.fp;
+    }
 }
 
 /// What a process is doing.

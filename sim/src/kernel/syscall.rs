@@ -133,10 +133,7 @@ impl Machine {
                 return -1;
             }
         };
-        let mut regs = Regs {
-            x: self.cpu.x,
-            pc: self.cpu.pc,
-        };
+        let mut regs = Regs::of(&self.cpu);
         regs.x[abi::A0] = 0;
         let child = self.kernel.spawn(Some(parent), image, aspace, regs);
         self.fork_hook(parent, child);
@@ -169,8 +166,7 @@ impl Machine {
         proc.image = image.clone();
         old.free(&mut self.mem);
         let regs = initial_regs(image.entry);
-        self.cpu.x = regs.x;
-        self.cpu.pc = regs.pc;
+        regs.load_into(&mut self.cpu);
         self.cpu.set_page_table(proc.aspace.root);
         self.exec_hook(pid);
         Outcome::Switched
@@ -245,7 +241,7 @@ impl Machine {
             return;
         };
         let pc = self.cpu.pc;
-        self.last_exit_regs = Some(Regs { x: self.cpu.x, pc });
+        self.last_exit_regs = Some(Regs::of(&self.cpu));
         // Where a killed process stopped, named in its own (possibly exec'd) image.
         let at = match self.kernel.procs.get(&pid) {
             Some(proc) => proc.image.location(pc),
