@@ -56,6 +56,11 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    Fixture {
+        name: "greet",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
     // Killed by SIGTRAP: Linux reports 128 + 5.
     Fixture {
         name: "trap_self",

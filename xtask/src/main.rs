@@ -4,6 +4,7 @@
 //! `run(args: &[String]) -> Result<(), String>`. Add a subcommand with one line in
 //! [`COMMANDS`].
 
+mod bpf;
 mod fixtures;
 mod manifest;
 mod perf;
@@ -26,6 +27,11 @@ const COMMANDS: &[Command] = &[
         "fixtures",
         "build fixtures/bin from fixtures/user ([--check]: verify instead)",
         fixtures::run,
+    ),
+    (
+        "bpf",
+        "compile the BPF C programs of fixtures/bpf ([--check]: verify instead)",
+        bpf::run,
     ),
     (
         "qemu-user",
