@@ -71,4 +71,11 @@ pub const SCENARIOS: &[Scenario] = &[
         fixture: "forker",
         probes: &["uprobe:main", "uprobe:child_work", "uretprobe:child_work"],
     },
+    Scenario {
+        // 640 out-of-line probes armed in one fresh process: two XOL pages, allocated on the
+        // QEMU kernel's 8 KiB per-process kernel stack.
+        name: "xol_pages_640",
+        fixture: "xol_pages",
+        probes: &["uprobe:site_*"],
+    },
 ];

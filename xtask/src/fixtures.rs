@@ -98,6 +98,11 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    Fixture {
+        name: "xol_pages",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
 ];
 
 /// Entry point of `cargo xtask fixtures`.
