@@ -1,8 +1,11 @@
 //! `cargo xtask qemu-test`: boots the test kernel (`fixtures/kernel`) under
 //! `qemu-system-riscv64`, takes the trace it prints for every scenario and compares each with
 //! the simulator's trace of the same scenario (`ruprobes-sim scenarios`): identical text, or
-//! a diff and a failure. Also checks that every code block of `docs/PORTING.md` is a snippet
-//! of the kernel sources, so the guide cannot drift from code that compiles and runs.
+//! a diff and a failure. Prints the peak kernel-stack use the kernel reports per scenario
+//! (outside the compared blocks), and boots a build that overflows a kernel stack on purpose
+//! to check that the guard page turns it into a clear message and a prompt power-off. Also
+//! checks that every code block of `docs/PORTING.md` is a snippet of the kernel sources, so
+//! the guide cannot drift from code that compiles and runs.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,10 @@ const TARGET: &str = "riscv64gc-unknown-none-elf";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The line the kernel prints after its last scenario.
 const ALL_DONE: &str = "=== all done";
+/// What the kernel prints after each scenario block: `NAME: BYTES of SIZE bytes (pid P)`.
+const STACK_PEAK: &str = "[kernel] kernel stack peak ";
+/// What the kernel prints when a kernel stack ran into its guard page.
+const STACK_OVERFLOW: &str = "[kernel] kernel stack overflow in pid ";
 
 /// The kernel builds booted: the seed face (as the original crate's users wire it) and the
 /// trait face. Both must print the simulator's traces.
@@ -42,12 +49,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for (face, features) in FACES {
         let kernel = build_kernel(&root, features)?;
         let boot_started = Instant::now();
-        let console = boot(&kernel)?;
+        let console = match boot(&kernel) {
+            Ok(console) => console,
+            Err(report) => {
+                failures.push_str(&format!("{face}: {report}\n"));
+                continue;
+            }
+        };
         let seconds = boot_started.elapsed().as_secs_f64();
         match compare(&expected, &console) {
             Ok(n) => println!("qemu-test: {face}: booted in {seconds:.1} s, all {n} scenarios match the simulator"),
             Err(report) => failures.push_str(&format!("{face}: {report}")),
         }
+        match stack_peaks(&expected, &console) {
+            Ok(table) => print!("qemu-test: {face}: peak kernel-stack use per scenario\n{table}"),
+            Err(report) => failures.push_str(&format!("{face}: {report}\n")),
+        }
+    }
+    let kernel = build_kernel(&root, &["--features", "overflow-test"])?;
+    match check_overflow(&boot_console(&kernel)?) {
+        Ok(line) => println!("qemu-test: deliberate kernel-stack overflow reported: {line}"),
+        Err(report) => failures.push_str(&format!("overflow test: {report}\n")),
     }
     println!("qemu-test: total {:.1} s", started.elapsed().as_secs_f64());
     if failures.is_empty() {
@@ -111,6 +133,25 @@ fn build_kernel(root: &Path, features: &[&str]) -> Result<PathBuf, String> {
 
 /// Boots `kernel` and returns what it printed. Fails on a timeout or a failure exit.
 fn boot(kernel: &Path) -> Result<String, String> {
+    let (status, console, stderr) = boot_console(kernel)?;
+    if !status.success() || !console.lines().any(|l| l == ALL_DONE) {
+        let overflow = console
+            .lines()
+            .find(|l| l.starts_with(STACK_OVERFLOW))
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default();
+        return Err(format!(
+            "the kernel reported a failure (QEMU {status}). {overflow}Last output:\n{}{}",
+            tail(&console, 30),
+            stderr
+        ));
+    }
+    Ok(console)
+}
+
+/// Boots `kernel` until it powers off: QEMU's status, the console and QEMU's stderr. Fails
+/// (killing QEMU) on a timeout.
+fn boot_console(kernel: &Path) -> Result<(std::process::ExitStatus, String, String), String> {
     let mut child = Command::new("qemu-system-riscv64")
         .args([
             "-machine",
@@ -159,14 +200,50 @@ fn boot(kernel: &Path) -> Result<String, String> {
         let _ = pipe.read_to_string(&mut stderr);
     }
     let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
-    if !status.success() || !console.lines().any(|l| l == ALL_DONE) {
-        return Err(format!(
-            "the kernel reported a failure (QEMU {status}). Last output:\n{}{}",
-            tail(&console, 30),
-            stderr
-        ));
+    Ok((status, console, stderr))
+}
+
+/// The overflow build's boot must end with the guard-page report for pid 1 and no
+/// `=== all done` line: the report line, or why not.
+fn check_overflow(
+    (_, console, _): &(std::process::ExitStatus, String, String),
+) -> Result<String, String> {
+    let report = console.lines().find(|l| l.starts_with(STACK_OVERFLOW));
+    match report {
+        Some(line) if line.starts_with(&format!("{STACK_OVERFLOW}1:")) && !console.lines().any(|l| l == ALL_DONE) => {
+            Ok(line.trim_start_matches("[kernel] ").to_string())
+        }
+        _ => Err(format!(
+            "the kernel did not report the overflow of pid 1's kernel stack and stop. Last output:\n{}",
+            tail(console, 20)
+        )),
     }
-    Ok(console)
+}
+
+/// The peak kernel-stack lines of `kernel`, one per scenario of `simulator`, as a table;
+/// an error naming the scenarios without one.
+fn stack_peaks(simulator: &str, kernel: &str) -> Result<String, String> {
+    let expected = blocks(simulator).map_err(|e| format!("simulator output: {e}"))?;
+    let peaks: Vec<(&str, &str)> = kernel
+        .lines()
+        .filter_map(|l| l.strip_prefix(STACK_PEAK)?.split_once(": "))
+        .collect();
+    let mut table = String::new();
+    let mut missing = Vec::new();
+    for block in &expected {
+        match peaks.iter().find(|(name, _)| *name == block.name) {
+            Some((name, peak)) => table.push_str(&format!("  {name:<24} {peak}\n")),
+            None => missing.push(block.name),
+        }
+    }
+    if missing.is_empty() {
+        Ok(table)
+    } else {
+        Err(format!(
+            "no kernel-stack peak reported for: {}",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// The simulator's traces of every scenario (`cargo run -p ruprobes-sim -- scenarios`).
@@ -573,6 +650,46 @@ mod tests {
             .unwrap_err()
             .contains("scenario b: the simulator does not know it"));
         assert!(compare("", SIM).is_err());
+    }
+
+    #[test]
+    fn stack_peaks_are_listed_per_scenario_and_required() {
+        let kernel = format!(
+            "{SIM}[kernel] kernel stack peak a: 1200 of 8192 bytes (pid 1)\n\
+             [kernel] kernel stack peak b: 2400 of 8192 bytes (pid 2)\n"
+        );
+        assert_eq!(
+            stack_peaks(SIM, &kernel),
+            Ok(format!(
+                "  {:<24} 1200 of 8192 bytes (pid 1)\n  {:<24} 2400 of 8192 bytes (pid 2)\n",
+                "a", "b"
+            ))
+        );
+        let only_a = "[kernel] kernel stack peak a: 1200 of 8192 bytes (pid 1)\n";
+        assert_eq!(
+            stack_peaks(SIM, only_a),
+            Err("no kernel-stack peak reported for: b".to_string())
+        );
+    }
+
+    #[test]
+    fn the_overflow_boot_must_report_pid_1_and_stop() {
+        use std::os::unix::process::ExitStatusExt;
+        let run = |console: &str| {
+            check_overflow(&(
+                std::process::ExitStatus::from_raw(0),
+                console.to_string(),
+                String::new(),
+            ))
+        };
+        let report = "[kernel] kernel stack overflow in pid 1: sp 0xc0001ea0 ...";
+        assert_eq!(
+            run(&format!("banner\n{report}\n=== all done (FAILED)\n")),
+            Ok("kernel stack overflow in pid 1: sp 0xc0001ea0 ...".to_string())
+        );
+        assert!(run("banner\n[kernel] panic: kernel trap\n").is_err());
+        assert!(run(&format!("{report}\n{ALL_DONE}\n")).is_err());
+        assert!(run("[kernel] kernel stack overflow in pid 2: ...\n").is_err());
     }
 
     #[test]
