@@ -19,6 +19,13 @@ pub enum SimError {
         /// What is wrong.
         why: String,
     },
+    /// A BPF object is refused (by the loader, or because a program cannot be attached).
+    BadBpf {
+        /// The object's path as given.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A probe spec does not parse.
     BadSpec {
         /// The spec as given.
@@ -73,6 +80,7 @@ impl fmt::Display for SimError {
         match self {
             SimError::Io { path, message } => write!(f, "{path}: {message}"),
             SimError::BadElf { name, why } => write!(f, "{name}: {why}"),
+            SimError::BadBpf { path, why } => write!(f, "{path}: {why}"),
             SimError::BadSpec { spec, why } => write!(f, "bad probe spec '{spec}': {why}"),
             SimError::InsideInstruction { spec, addr, insn } => write!(
                 f,

@@ -5,8 +5,10 @@
 //! system calls, the cooperative scheduler), [`space`] (the engine's view of a process's
 //! memory, with fault injection), [`machine`] (all of it plus a ruprobes engine and the
 //! [`trace`]), [`probes`] (probe specs, tracing consumers, counters), [`scenario`] (the canonical scenarios in the QEMU kernel's block format),
-//! [`symbols`] (text symbols for probe specs and traces) and [`seed_ffi`] (the
+//! [`symbols`] (text symbols for probe specs and traces), [`bpf`] (eBPF programs as probe
+//! handlers) and [`seed_ffi`] (the
 //! `extern "C"` hooks of the seed face). The `ruprobes-sim` binary is the CLI.
+pub mod bpf;
 pub mod cpu;
 pub mod error;
 pub mod kernel;

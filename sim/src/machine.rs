@@ -112,9 +112,9 @@ pub(crate) enum Engine {
 }
 
 /// How a trap reaches the engine.
-enum EngineCall<'a, 'b> {
+enum EngineCall<'a> {
     /// This machine's engine, with the process's user space.
-    Own(&'a Uprobes, &'a mut SimSpace<'b>),
+    Own(&'a Uprobes, &'a mut dyn ruprobes::UserSpace),
     /// The global seed engine; its hooks reach the space through [`seed_ffi`].
     Seed,
 }
@@ -166,6 +166,8 @@ pub struct Machine {
     pub(crate) pc_counts: HashMap<u64, u64>,
     /// Breakpoint traps taken so far (ours and not ours), for the performance report.
     pub(crate) breakpoint_traps: u64,
+    /// Probe handlers read user memory through [`seed_ffi::read_current`] (eBPF).
+    pub(crate) handlers_read_user: bool,
 }
 
 impl Default for Machine {
@@ -201,6 +203,7 @@ impl Machine {
             last_exit_regs: None,
             pc_counts: HashMap::new(),
             breakpoint_traps: 0,
+            handlers_read_user: false,
             config,
         }
     }
@@ -501,12 +504,20 @@ impl Machine {
     fn with_engine<R>(
         &mut self,
         pid: Pid,
-        f: impl FnOnce(EngineCall<'_, '_>, &mut Cpu) -> R,
+        f: impl FnOnce(EngineCall<'_>, &mut Cpu) -> R,
     ) -> Option<R> {
         let proc = self.kernel.procs.get_mut(&pid)?;
         let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
         let cpu = &mut self.cpu;
         let result = match &self.engine {
+            // Handlers that read user memory (eBPF helpers) reach the space through the
+            // hooks while the engine holds it.
+            Engine::Own(engine) if self.handlers_read_user => {
+                let name = &proc.image.name;
+                seed_ffi::with_current(&mut space, name, || {
+                    f(EngineCall::Own(engine, &mut seed_ffi::CurrentSpace), cpu)
+                })
+            }
             Engine::Own(engine) => f(EngineCall::Own(engine, &mut space), cpu),
             Engine::Seed => {
                 seed_ffi::with_current(&mut space, &proc.image.name, || f(EngineCall::Seed, cpu))

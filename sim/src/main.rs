@@ -1,7 +1,7 @@
 //! `ruprobes-sim`: run RISC-V programs in the simulator, with bpftrace-like probes.
 //!
 //! ```text
-//! ruprobes-sim trace PROG -p SPEC [-p SPEC ...] [--quiet] [--json] [--max-insns N]
+//! ruprobes-sim trace PROG [-p SPEC ...] [--bpf OBJ.o ...] [--quiet] [--json] [--max-insns N]
 //! ruprobes-sim run PROG [--max-insns N]
 //! ruprobes-sim scenarios [NAME ...]
 //! ruprobes-sim                      # traces the bundled fib demo
@@ -14,6 +14,9 @@
 //! of the probed address (all probes there together): HITS counts traps at the address,
 //! RETURNS and MISSED (shown for return probes) count returns seen and returns missed
 //! beyond the engine's depth limit.
+//! `--bpf OBJ.o` attaches the programs of a clang-built BPF object (see `sim/src/bpf.rs`):
+//! their `bpf_trace_printk` lines are trace events, and a `--- bpf OBJ.o` section after the
+//! table prints its maps and each program's runs and errors.
 //! `--json` prints one JSON document instead. `run` and `trace` exit with the program's exit
 //! code, or 128 + N if it was killed by signal N, like `qemu-riscv64`.
 //!
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ruprobes_sim::bpf::BpfObject;
 use ruprobes_sim::machine::{Config, Histogram, Machine, ProbeReport, ProbeRole, RunResult};
 use ruprobes_sim::{scenario, SimError};
 
@@ -35,6 +39,7 @@ Examples:
   ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib
   ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:main+8 --quiet
   ruprobes-sim trace fixtures/bin/insn_zoo.elf -p 'uprobe:zoo_*' --json
+  ruprobes-sim trace fixtures/bin/greet.elf --bpf fixtures/bpf/greet.bpf.o
   ruprobes-sim run fixtures/bin/hello.elf
 
 run and trace exit with the program's exit code (128 + N if killed by signal N).";
@@ -61,6 +66,9 @@ enum Command {
         /// (SYM may end in `*`: every symbol with that prefix).
         #[arg(short = 'p', long = "probe", value_name = "SPEC")]
         probes: Vec<String>,
+        /// A BPF object whose programs run as probe handlers (SEC("uprobe/SYM"), ...).
+        #[arg(long = "bpf", value_name = "OBJ.o")]
+        bpf: Vec<PathBuf>,
         /// Do not print the trace lines (only the table and histograms).
         #[arg(short, long)]
         quiet: bool,
@@ -126,10 +134,11 @@ fn main() -> ExitCode {
         Some(Command::Trace {
             prog,
             probes,
+            bpf,
             quiet,
             json,
             max_insns,
-        }) => read_program(&prog).and_then(|p| trace(&p, &probes, quiet, json, max_insns)),
+        }) => read_program(&prog).and_then(|p| trace(&p, &probes, &bpf, quiet, json, max_insns)),
         Some(Command::Run { prog, max_insns }) => {
             read_program(&prog).and_then(|p| run(&p, max_insns))
         }
@@ -216,7 +225,7 @@ fn trace_demo() -> Result<u8, Failure> {
         dir: None,
         shown: "fixtures/bin/fib.elf".into(),
     };
-    trace(&demo, &probes, false, false, None)
+    trace(&demo, &probes, &[], false, false, None)
 }
 
 fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
@@ -228,6 +237,7 @@ fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
 fn trace(
     program: &Program,
     specs: &[String],
+    bpf: &[PathBuf],
     quiet: bool,
     json: bool,
     max_insns: Option<u64>,
@@ -236,14 +246,22 @@ fn trace(
     for spec in specs {
         machine.add_probes(spec)?;
     }
+    let mut objects = Vec::new();
+    for path in bpf {
+        let bytes = std::fs::read(path).map_err(|e| SimError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        objects.push(machine.attach_bpf(&bytes, &path.display().to_string())?);
+    }
     let result = machine.run()?;
     let code = result.status.shell_code() as u8;
     let mut out = BufWriter::new(std::io::stdout().lock());
     // A closed stdout (e.g. `| head`) ends the report early; the exit code still counts.
     let _ = if json {
-        write_json(&mut out, &program.name, &result)
+        write_json(&mut out, &program.name, &result, &objects)
     } else {
-        write_report(&mut out, &machine, &result, quiet)
+        write_report(&mut out, &machine, &result, quiet, &objects)
     };
     let _ = out.flush();
     Ok(code)
@@ -254,6 +272,7 @@ fn write_report(
     machine: &Machine,
     result: &RunResult,
     quiet: bool,
+    objects: &[BpfObject],
 ) -> std::io::Result<()> {
     if !result.stdout.is_empty() && !result.stdout.ends_with(b"\n") {
         writeln!(out)?;
@@ -307,6 +326,10 @@ fn write_report(
             write_histogram(out, histogram)?;
         }
     }
+    for object in objects {
+        writeln!(out, "--- bpf {}", object.shown)?;
+        write!(out, "{}", object.summary())?;
+    }
     for line in &result.diagnostics {
         writeln!(out, "--- kernel: {line}")?;
     }
@@ -357,8 +380,17 @@ fn write_histogram(out: &mut impl Write, histogram: &Histogram) -> std::io::Resu
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, name: &str, result: &RunResult) -> std::io::Result<()> {
+fn write_json(
+    out: &mut impl Write,
+    name: &str,
+    result: &RunResult,
+    objects: &[BpfObject],
+) -> std::io::Result<()> {
     let probes: Vec<serde_json::Value> = result.probes.iter().map(probe_json).collect();
+    let bpf: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|o| serde_json::json!({ "object": o.shown, "summary": o.summary() }))
+        .collect();
     let doc = serde_json::json!({
         "program": name,
         "output": String::from_utf8_lossy(&result.stdout),
@@ -368,6 +400,7 @@ fn write_json(out: &mut impl Write, name: &str, result: &RunResult) -> std::io::
         "trace": result.trace,
         "probes": probes,
         "diagnostics": result.diagnostics,
+        "bpf": bpf,
     });
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)

@@ -56,6 +56,40 @@ fn current<R>(f: impl FnOnce(&mut Current<'_>) -> R) -> Option<R> {
     Some(f(current))
 }
 
+/// Reads the current process's memory, for probe handlers (eBPF helpers) that run inside
+/// [`with_current`]; `false` on a fault or without a current process.
+pub fn read_current(addr: usize, buf: &mut [u8]) -> bool {
+    current(|cur| cur.space.read(addr, buf).is_ok()) == Some(true)
+}
+
+/// The current process's space, reached through [`with_current`]: lets an engine and its
+/// handlers share one space, each call borrowing it only for its own duration.
+pub struct CurrentSpace;
+
+impl UserSpace for CurrentSpace {
+    fn pid(&self) -> ruprobes::Pid {
+        os_current_pid()
+    }
+    fn tid(&self) -> ruprobes::Tid {
+        os_current_tid()
+    }
+    fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<(), ruprobes::Fault> {
+        current(|cur| cur.space.read(addr, buf)).unwrap_or(Err(ruprobes::Fault { addr }))
+    }
+    fn write(&mut self, addr: usize, data: &[u8]) -> Result<(), ruprobes::Fault> {
+        current(|cur| cur.space.write(addr, data)).unwrap_or(Err(ruprobes::Fault { addr }))
+    }
+    fn is_executable(&mut self, addr: usize) -> bool {
+        current(|cur| cur.space.is_executable(addr)).unwrap_or(false)
+    }
+    fn map_xol_page(&mut self) -> Result<usize, ruprobes::Fault> {
+        current(|cur| cur.space.map_xol_page()).unwrap_or(Err(ruprobes::Fault { addr: 0 }))
+    }
+    fn flush_icache(&mut self, addr: usize, len: usize) {
+        current(|cur| cur.space.flush_icache(addr, len));
+    }
+}
+
 /// Copies `len` bytes of the current process's memory at `usr_addr` to `kern_buf`.
 /// Returns 0, or -1 on a fault or without a current process.
 ///

@@ -89,6 +89,13 @@ pub enum Event<S> {
         /// The exit code.
         code: i32,
     },
+    /// An eBPF program attached to a probe printed a line (`bpf_trace_printk`).
+    Print {
+        /// Process id.
+        pid: u64,
+        /// The line, without its newline.
+        text: S,
+    },
     /// The process was killed by `signal` (e.g. a breakpoint no probe owns: SIGTRAP) at `at`.
     Killed {
         /// Process id.
@@ -135,7 +142,8 @@ impl<S> Event<S> {
             | Event::Return { pid, .. }
             | Event::Syscall { pid, .. }
             | Event::Exit { pid, .. }
-            | Event::Killed { pid, .. } => pid,
+            | Event::Killed { pid, .. }
+            | Event::Print { pid, .. } => pid,
         }
     }
 }
@@ -172,6 +180,7 @@ impl<S: fmt::Display> fmt::Display for Event<S> {
                 }
                 write!(f, " at {at} pc={:#x}", at.addr)
             }
+            Event::Print { pid, ref text } => write!(f, "pid {pid} bpf_trace_printk: {text}"),
         }
     }
 }
@@ -197,6 +206,12 @@ mod tests {
             args: [5, 0],
         };
         assert_eq!(e.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
+        let print: Event<&str> = Event::Print {
+            pid: 3,
+            text: "greet ann",
+        };
+        assert_eq!(print.to_string(), "pid 3 bpf_trace_printk: greet ann");
+        assert_eq!(print.pid(), 3);
         let at = Location {
             addr: 0x1007c,
             symbol: Some(("main", 8)),

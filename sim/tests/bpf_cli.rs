@@ -1,0 +1,199 @@
+//! `ruprobes-sim trace PROG --bpf OBJ.o` on the committed clang-built objects of
+//! fixtures/bpf: maps at exit, trace_printk lines in the trace, and bad objects.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ruprobes_sim::machine::FIXTURES_DIR;
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ruprobes-sim"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start ruprobes-sim: {e}"))
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(FIXTURES_DIR)
+        .join(format!("{name}.elf"))
+        .display()
+        .to_string()
+}
+
+fn object(name: &str) -> String {
+    Path::new(FIXTURES_DIR)
+        .join(format!("../bpf/{name}.bpf.o"))
+        .display()
+        .to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The `--- bpf OBJ` section of a report, up to the next `---` line.
+fn section(out: &str) -> String {
+    let start = out.find("--- bpf ").expect("a bpf section");
+    let body = &out[start..];
+    let body = &body[body.find('\n').map_or(0, |i| i + 1)..];
+    let end = body.find("\n---").map_or(body.len(), |i| i + 1);
+    body[..end].to_string()
+}
+
+#[test]
+fn call_counter_per_function() {
+    let o = sim(&["trace", &fixture("sort"), "--bpf", &object("count"), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        section(&stdout(&o)),
+        "@calls[0x100d2]: 2\n@calls[0x1041a]: 2\n@calls[0x10596]: 503\n@calls[0x1074c]: 1534\n\
+         prog count_insertion_sort (uprobe/insertion_sort): 2 runs, 0 errors\n\
+         prog count_quick_sort (uprobe/quick_sort): 503 runs, 0 errors\n\
+         prog count_sift_down (uprobe/sift_down): 1534 runs, 0 errors\n\
+         prog count_merge_sort (uprobe/merge_sort): 2 runs, 0 errors\n"
+    );
+    // The same counts as the simulator's own entry probes.
+    let probes = sim(&["trace", &fixture("sort"), "-q", "-p", "uprobe:quick_sort"]);
+    assert!(stdout(&probes).contains("quick_sort                   503"));
+}
+
+#[test]
+fn latency_histogram_is_drawn() {
+    let o = sim(&["trace", &fixture("sort"), "--bpf", &object("latency"), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = section(&stdout(&o));
+    assert!(s.starts_with("@start: (empty)\n@sift_down_hist:\n"), "{s}");
+    // `{range:<20} {count:>8} |{bar}|`
+    let buckets: u64 = s
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| l[21..29].trim().parse::<u64>().unwrap_or(0))
+        .sum();
+    assert_eq!(buckets, 1534, "every sift_down call measured once: {s}");
+    assert!(
+        s.contains("|@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"),
+        "{s}"
+    );
+}
+
+#[test]
+fn filter_prints_into_the_trace() {
+    let o = sim(&["trace", &fixture("fib"), "--bpf", &object("filter")]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let prints: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("bpf_trace_printk"))
+        .collect();
+    assert_eq!(prints.len(), 6, "{out}");
+    assert!(prints[..5].iter().all(
+        |l| l.starts_with("pid 1 bpf_trace_printk: fib(5) from ra 0x")
+            || l.starts_with("pid 1 bpf_trace_printk: fib(5) from ra ")
+    ));
+    assert_eq!(prints[5], "pid 1 bpf_trace_printk: fib returned 55");
+    assert!(section(&out).starts_with("@fib_calls[0]: 84\n@fib_calls[1]: 5\n"));
+}
+
+#[test]
+fn user_strings_and_ring_buffer() {
+    let o = sim(&["trace", &fixture("greet"), "--bpf", &object("greet")]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.contains(
+        "pid 1 bpf_trace_printk: greet: first byte a\npid 1 bpf_trace_printk: greet ann (4 bytes)\n"
+    ));
+    assert!(out.contains("pid 1 bpf_trace_printk: greet a-very-long-nam (16 bytes)\n"));
+    assert!(section(&out).starts_with(
+        "@greetings[a-very-long-nam]: 1\n@greetings[ann]: 3\n@greetings[bob]: 1\n@greetings[cyd]: 1\n\
+         @events: 6 records\n  [0] ann\n  [1] bob\n"
+    ));
+    let json = sim(&[
+        "trace",
+        &fixture("greet"),
+        "--bpf",
+        &object("greet"),
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
+    assert!(doc["bpf"][0]["summary"]
+        .as_str()
+        .is_some_and(|s| s.contains("@greetings[ann]: 3")));
+    assert_eq!(doc["trace"][0]["event"], "print");
+}
+
+#[test]
+fn failing_programs_are_stopped_and_counted_and_the_program_goes_on() {
+    let plain = sim(&["trace", &fixture("fib"), "-p", "uprobe:fib"]);
+    let cases = [
+        (
+            "bad/oob_read",
+            "out-of-bounds load of 8 bytes at ctx+0x1000 (insn 0)",
+        ),
+        ("bad/ctx_write", "store to read-only ctx+0x60 (insn 1)"),
+        (
+            "bad/infinite_loop",
+            "instruction budget of 1048576 exhausted",
+        ),
+    ];
+    for (name, error) in cases {
+        let o = sim(&[
+            "trace",
+            &fixture("fib"),
+            "-p",
+            "uprobe:fib",
+            "--bpf",
+            &object(name),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains(&format!("89 runs, 89 errors; first: {error}\n")),
+            "{name}: {out}"
+        );
+        // The probed program's output, trace (arguments seen by the other probe) and exit
+        // are those of a run without the program.
+        let trace = |s: &str| -> Vec<String> {
+            s.lines()
+                .take_while(|l| !l.starts_with("--- probes"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(trace(&out), trace(&stdout(&plain)), "{name}");
+    }
+}
+
+#[test]
+fn bad_objects_are_one_error_line() {
+    let truncated = std::env::temp_dir().join(format!("ruprobes-bpf-cli-{}.o", std::process::id()));
+    let bytes = std::fs::read(object("count")).expect("count.bpf.o");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write a truncated object");
+    let truncated = truncated.display().to_string();
+    let cases = [
+        (object("bad/unknown_helper"), "unknown helper 999"),
+        (
+            object("bad/unknown_section"),
+            "unknown section 'kprobe/do_sys_open'",
+        ),
+        (object("bad/bpf_call"), "bpf-to-bpf calls are not supported"),
+        (object("greet"), "no symbol 'greet' in fib"),
+        (truncated.clone(), "not an ELF object"),
+        (fixture("hello"), "not a little-endian BPF object"),
+        ("no/such/file.o".to_string(), "no/such/file.o"),
+    ];
+    for (path, needle) in cases {
+        let o = sim(&["trace", &fixture("fib"), "--bpf", &path]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{path}: {err:?}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{path}: {err}"
+        );
+        assert!(stdout(&o).is_empty(), "nothing ran: {}", stdout(&o));
+    }
+    let _ = std::fs::remove_file(truncated);
+}
