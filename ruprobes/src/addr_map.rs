@@ -59,6 +59,10 @@ impl<V> AddrMap<V> {
         self.slots.get_mut(i)?.as_mut().map(|(_, v)| v)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn contains(&self, addr: usize) -> bool {
         self.find(addr).is_some()
     }
@@ -72,6 +76,12 @@ impl<V> AddrMap<V> {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
+        self.place(addr, value);
+    }
+
+    /// Puts a key that is not in the table into its first free slot (there is one: the
+    /// table is at most half full).
+    fn place(&mut self, addr: usize, value: V) {
         let mut i = self.home(addr);
         while self.slots.get(i).is_some_and(Option::is_some) {
             i = (i + 1) & self.mask();
@@ -87,7 +97,7 @@ impl<V> AddrMap<V> {
         let old = core::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
         self.len = 0;
         for (addr, value) in old.into_iter().flatten() {
-            self.insert(addr, value);
+            self.place(addr, value);
         }
     }
 

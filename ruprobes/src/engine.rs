@@ -1,16 +1,17 @@
 //! The engine: the probe registry, arming in processes, and the trap path.
 
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::addr_map::AddrMap;
 use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
+use crate::error::Fault;
 use crate::error::{Error, Unsupported};
-use crate::probe::{Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, Return};
+use crate::probe::{Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, ProbeStatus, Return};
 use crate::regs::{abi, UserRegs};
-use crate::space::{Pid, Tid, UserSpace};
+use crate::space::{ImageReader, Pid, Tid, UserSpace, NO_PID};
 use crate::uretprobe::{ReturnInstance, ReturnStack};
 use crate::xol::Xol;
 
@@ -65,16 +66,28 @@ struct Process {
     path: String,
     armed: AddrMap<Armed>,
     xol: Xol,
-    threads: BTreeMap<Tid, ThreadState>,
+    threads: AddrMap<ThreadState>,
 }
 
+/// The engine's state. Every map is an [`AddrMap`] (or a short list), not a `BTreeMap`:
+/// the tree's rebalancing code, compiled into this crate at the kernel's opt-level, has
+/// frames of over 1 KiB in debug builds, and the engine must fit a small kernel stack.
 struct Registry {
-    /// Every probe, by path and address.
-    probes: BTreeMap<String, BTreeMap<usize, Arc<Probe>>>,
-    /// Which probe each consumer belongs to.
-    consumers: BTreeMap<ConsumerId, Arc<Probe>>,
-    procs: BTreeMap<Pid, Process>,
-    next_id: u64,
+    /// Every probe, by path (a kernel probes few programs: a list) and address.
+    probes: Vec<(String, AddrMap<Arc<Probe>>)>,
+    /// Which probe each consumer belongs to, by [`ConsumerId`].
+    consumers: AddrMap<Arc<Probe>>,
+    /// Per-process state, by pid; boxed so that growing the table moves 8-byte values.
+    procs: AddrMap<Box<Process>>,
+    next_id: usize,
+    /// Reads a program's bytes before it runs, to check probes at registration.
+    image_reader: Option<ImageReader>,
+}
+
+impl Registry {
+    fn probes_of(&self, path: &str) -> Option<&AddrMap<Arc<Probe>>> {
+        self.probes.iter().find(|(p, _)| p == path).map(|(_, m)| m)
+    }
 }
 
 /// The uprobes engine. Keep one per kernel (in a `static`: [`Uprobes::new`] is `const`).
@@ -99,19 +112,24 @@ fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
 /// Reads and decodes the instruction at `addr`, reading the second parcel only when the
 /// first says the instruction has one (the next page may be unmapped).
 fn read_insn(space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
+    decode_at(addr, &mut |at, buf| space.read(at, buf))
+}
+
+/// Reads `buf.len()` bytes at a user address: a process's memory or a program's image.
+type ReadFn<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), Fault> + 'a;
+
+/// Reads (through `read`) and decodes the instruction at `addr`: the second parcel only
+/// when the first says there is one.
+fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
     let mut bytes = [0u8; 4];
-    space
-        .read(addr, &mut bytes[..2])
-        .map_err(Error::ReadFault)?;
+    read(addr, &mut bytes[..2]).map_err(Error::ReadFault)?;
     let len =
         decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]])).ok_or(Error::Unsupported {
             addr,
             why: Unsupported::Illegal,
         })?;
     if len == 4 {
-        space
-            .read(addr.wrapping_add(2), &mut bytes[2..])
-            .map_err(Error::ReadFault)?;
+        read(addr.wrapping_add(2), &mut bytes[2..]).map_err(Error::ReadFault)?;
     }
     decode::decode(&bytes[..len]).map_err(|why| Error::Unsupported { addr, why })
 }
@@ -144,12 +162,17 @@ impl Process {
             path: String::from(path),
             armed: AddrMap::new(),
             xol: Xol::default(),
-            threads: BTreeMap::new(),
+            threads: AddrMap::new(),
         }
     }
 
-    fn thread(&mut self, tid: Tid) -> &mut ThreadState {
-        self.threads.entry(tid).or_insert_with(ThreadState::new)
+    /// The state of thread `tid`, created on its first trap. `None` cannot happen (the
+    /// map always finds what it just inserted) but is not a panic on the trap path.
+    fn thread(&mut self, tid: Tid) -> Option<&mut ThreadState> {
+        if !self.threads.contains(tid) {
+            self.threads.insert(tid, ThreadState::new());
+        }
+        self.threads.get_mut(tid)
     }
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
@@ -226,8 +249,8 @@ impl Process {
         if let Some(slot) = armed.slot {
             if !self
                 .threads
-                .values()
-                .any(|t| t.stepping.as_ref().is_some_and(|s| s.slot == slot))
+                .iter()
+                .any(|(_, t)| t.stepping.as_ref().is_some_and(|s| s.slot == slot))
             {
                 self.xol.free(slot);
             }
@@ -256,10 +279,11 @@ impl Uprobes {
     pub const fn new() -> Self {
         Uprobes {
             registry: spin::Mutex::new(Registry {
-                probes: BTreeMap::new(),
-                consumers: BTreeMap::new(),
-                procs: BTreeMap::new(),
+                probes: Vec::new(),
+                consumers: AddrMap::new(),
+                procs: AddrMap::new(),
                 next_id: 1,
+                image_reader: None,
             }),
         }
     }
@@ -284,7 +308,7 @@ impl Uprobes {
             return Err(Error::Misaligned(addr));
         }
         let mut reg = self.registry.lock();
-        let existing = reg.probes.get(path).and_then(|m| m.get(&addr)).cloned();
+        let existing = reg.probes_of(path).and_then(|m| m.get(addr)).cloned();
         let probe = match &existing {
             Some(probe) => {
                 if probe.consumers().iter().any(|(_, c)| c.same_as(&consumer)) {
@@ -294,10 +318,20 @@ impl Uprobes {
             }
             None => Arc::new(Probe::new(path, addr)),
         };
-        if let Some(space) = current {
+        let mut armed = false;
+        if let Some(space) = current.filter(|s| s.pid() != NO_PID) {
             let pid = space.pid();
-            if let Some(proc) = reg.procs.get_mut(&pid).filter(|p| p.path == path) {
+            if let Some(proc) = reg.procs.get_mut(pid).filter(|p| p.path == path) {
                 proc.arm(space, &probe, consumer.has_return() || probe.wants_return())?;
+                probe.set_status(ProbeStatus::Armed);
+                armed = true;
+            }
+        }
+        if !armed && existing.is_none() {
+            // Not running yet: check the instruction in the program's image, if the
+            // kernel can read it, so that a refused probe fails now and not at every exec.
+            if let Some(read_image) = reg.image_reader {
+                decode_at(addr, &mut |at, buf| read_image(path, at, buf))?;
             }
         }
         let id = ConsumerId(reg.next_id);
@@ -306,12 +340,16 @@ impl Uprobes {
         list.push((id, consumer));
         probe.set_consumers(list.into());
         if existing.is_none() {
-            reg.probes
-                .entry(String::from(path))
-                .or_default()
-                .insert(addr, probe.clone());
+            match reg.probes.iter_mut().find(|(p, _)| p == path) {
+                Some((_, by_addr)) => by_addr.insert(addr, probe.clone()),
+                None => {
+                    let mut by_addr = AddrMap::new();
+                    by_addr.insert(addr, probe.clone());
+                    reg.probes.push((String::from(path), by_addr));
+                }
+            }
         }
-        reg.consumers.insert(id, probe);
+        reg.consumers.insert(id.0, probe);
         Ok(id)
     }
 
@@ -327,7 +365,7 @@ impl Uprobes {
         let mut reg = self.registry.lock();
         let probe = reg
             .consumers
-            .get(&id)
+            .get(id.0)
             .cloned()
             .ok_or(Error::NotRegistered)?;
         let list: Vec<(ConsumerId, Consumer)> = probe
@@ -341,7 +379,7 @@ impl Uprobes {
             // Restore first: if that fails, nothing has changed and the call can be retried.
             if let Some(space) = current {
                 let pid = space.pid();
-                if let Some(proc) = reg.procs.get_mut(&pid) {
+                if let Some(proc) = reg.procs.get_mut(pid) {
                     if proc
                         .armed
                         .get(probe.addr)
@@ -352,15 +390,15 @@ impl Uprobes {
                 }
             }
             probe.mark_removed();
-            if let Some(by_addr) = reg.probes.get_mut(&probe.path) {
-                by_addr.remove(&probe.addr);
-                if by_addr.is_empty() {
-                    reg.probes.remove(&probe.path);
+            if let Some(i) = reg.probes.iter().position(|(p, _)| *p == probe.path) {
+                reg.probes[i].1.remove(probe.addr);
+                if reg.probes[i].1.is_empty() {
+                    reg.probes.swap_remove(i);
                 }
             }
         }
         probe.set_consumers(list.into());
-        reg.consumers.remove(&id);
+        reg.consumers.remove(id.0);
         Ok(())
     }
 
@@ -371,7 +409,7 @@ impl Uprobes {
         let mut reg = self.registry.lock();
         let reg = &mut *reg;
         let pid = space.pid();
-        let proc = reg.procs.get_mut(&pid).ok_or(Error::UnknownProcess(pid))?;
+        let proc = reg.procs.get_mut(pid).ok_or(Error::UnknownProcess(pid))?;
         let mut first_error = None;
         let stale: Vec<usize> = proc
             .armed
@@ -384,16 +422,24 @@ impl Uprobes {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some(by_addr) = reg.probes.get(&proc.path) {
-            for probe in by_addr.values() {
-                if let Err(e) = proc.arm(space, probe, probe.wants_return()) {
-                    log::warn!(
-                        "ruprobes: cannot arm {}:{:#x}: {}",
-                        probe.path,
-                        probe.addr,
-                        e
-                    );
-                    first_error.get_or_insert(e);
+        if let Some((_, by_addr)) = reg.probes.iter().find(|(p, _)| *p == proc.path) {
+            for (_, probe) in by_addr.iter() {
+                match proc.arm(space, probe, probe.wants_return()) {
+                    Ok(()) => {
+                        probe.set_status(ProbeStatus::Armed);
+                    }
+                    Err(e) => {
+                        // Once per probe and error, not at every exec.
+                        if probe.set_status(ProbeStatus::Failed(e)) != ProbeStatus::Failed(e) {
+                            log::warn!(
+                                "ruprobes: cannot arm {}:{:#x}: {}",
+                                probe.path,
+                                probe.addr,
+                                e
+                            );
+                        }
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -404,10 +450,13 @@ impl Uprobes {
     /// image is mapped): forgets the old image's state and arms every probe of `path`. On an
     /// error the process still runs, with the probes that could be armed.
     pub fn on_exec(&self, space: &mut dyn UserSpace, path: &str) -> Result<(), Error> {
+        if space.pid() == NO_PID {
+            return Err(Error::UnknownProcess(NO_PID));
+        }
         self.registry
             .lock()
             .procs
-            .insert(space.pid(), Process::new(path));
+            .insert(space.pid(), Box::new(Process::new(path)));
         self.sync(space)
     }
 
@@ -416,12 +465,12 @@ impl Uprobes {
     /// forking thread.
     pub fn on_fork(&self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
         let mut reg = self.registry.lock();
-        let Some(parent_state) = reg.procs.get(&parent) else {
+        let Some(parent_state) = reg.procs.get(parent) else {
             return;
         };
         let mut state = parent_state.clone();
-        let returns = state.threads.remove(&parent_tid).map(|t| t.returns);
-        state.threads.clear();
+        let returns = state.threads.remove(parent_tid).map(|t| t.returns);
+        state.threads = AddrMap::new();
         if let Some(returns) = returns {
             state.threads.insert(
                 child_tid,
@@ -436,25 +485,43 @@ impl Uprobes {
 
     /// Call when a process exits: drops its state.
     pub fn on_exit(&self, pid: Pid) {
-        self.registry.lock().procs.remove(&pid);
+        self.registry.lock().procs.remove(pid);
     }
 
     /// Call when one thread of a process exits: drops its pending returns.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
-        if let Some(proc) = self.registry.lock().procs.get_mut(&pid) {
-            proc.threads.remove(&tid);
+        if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
+            proc.threads.remove(tid);
         }
     }
 
     /// Counters of the probe at (`path`, `addr`), while it is registered.
     pub fn stats(&self, path: &str, addr: usize) -> Option<ProbeStats> {
         let reg = self.registry.lock();
-        reg.probes.get(path)?.get(&addr).map(|p| p.stats())
+        reg.probes_of(path)?.get(addr).map(|p| p.stats())
+    }
+
+    /// Whether the probe of consumer `id` is armed, waits for its program, or failed to arm
+    /// (the typed error of the last attempt). [`Error::NotRegistered`] for an unknown id.
+    ///
+    /// A probe registered before its program runs is checked against the program's image
+    /// when the kernel gave an [`ImageReader`] ([`set_image_reader`](Self::set_image_reader));
+    /// otherwise the first `exec` arms it, and this status is where a refusal shows.
+    pub fn status(&self, id: ConsumerId) -> Result<ProbeStatus, Error> {
+        let reg = self.registry.lock();
+        let probe = reg.consumers.get(id.0).ok_or(Error::NotRegistered)?;
+        Ok(probe.status())
+    }
+
+    /// Lets [`register`](Self::register) check probes on programs that are not running:
+    /// `reader` reads the bytes a program's image holds at a user address.
+    pub fn set_image_reader(&self, reader: Option<ImageReader>) {
+        self.registry.lock().image_reader = reader;
     }
 
     /// The trampoline address of a process, once it has one.
     pub fn trampoline(&self, pid: Pid) -> Option<usize> {
-        self.registry.lock().procs.get(&pid)?.xol.trampoline()
+        self.registry.lock().procs.get(pid)?.xol.trampoline()
     }
 
     /// Call on every user fault other than a breakpoint (page fault, illegal instruction…).
@@ -463,10 +530,10 @@ impl Uprobes {
     /// returns `true`.
     pub fn fixup_fault(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> bool {
         let mut reg = self.registry.lock();
-        let Some(proc) = reg.procs.get_mut(&space.pid()) else {
+        let Some(proc) = reg.procs.get_mut(space.pid()) else {
             return false;
         };
-        let Some(thread) = proc.threads.get_mut(&space.tid()) else {
+        let Some(thread) = proc.threads.get_mut(space.tid()) else {
             return false;
         };
         match thread.stepping.take() {
@@ -489,7 +556,7 @@ impl Uprobes {
         let pc = regs.pc();
         let pid = space.pid();
         let mut reg = self.registry.lock();
-        let Some(proc) = reg.procs.get_mut(&pid) else {
+        let Some(proc) = reg.procs.get_mut(pid) else {
             return Trap::NotOurs;
         };
         if let Some(armed) = proc.armed.get(pc) {
@@ -510,7 +577,7 @@ impl Uprobes {
         }
         let step = proc
             .threads
-            .get_mut(&space.tid())
+            .get_mut(space.tid())
             .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
         drop(reg);
         if let Some(step) = step {
@@ -549,12 +616,15 @@ impl Uprobes {
         let wants_return = consumers.iter().any(|(_, c)| c.has_return());
         if wants_return || armed.insn.class() == Class::Xol {
             let mut reg = self.registry.lock();
-            let Some(proc) = reg.procs.get_mut(&pid) else {
+            let Some(proc) = reg.procs.get_mut(pid) else {
+                return Trap::NotOurs;
+            };
+            let trampoline = proc.xol.trampoline();
+            let Some(thread) = proc.thread(tid) else {
                 return Trap::NotOurs;
             };
             if wants_return {
-                let trampoline = proc.xol.trampoline();
-                hijack_return(proc.thread(tid), regs, &armed.probe, trampoline);
+                hijack_return(thread, regs, &armed.probe, trampoline);
             }
             if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
                 let step = Step {
@@ -562,7 +632,7 @@ impl Uprobes {
                     slot,
                     len: armed.insn.len(),
                 };
-                proc.thread(tid).stepping = Some(step);
+                thread.stepping = Some(step);
                 regs.set_pc(slot);
                 return Trap::Handled;
             }
@@ -580,10 +650,7 @@ impl Uprobes {
         loop {
             let ri = {
                 let mut reg = self.registry.lock();
-                let Some(thread) = reg
-                    .procs
-                    .get_mut(&pid)
-                    .and_then(|p| p.threads.get_mut(&tid))
+                let Some(thread) = reg.procs.get_mut(pid).and_then(|p| p.threads.get_mut(tid))
                 else {
                     break;
                 };
@@ -604,6 +671,8 @@ impl Uprobes {
             };
             orig_ra = Some(ri.orig_ra);
             ri.probe.count_return();
+            // As in Linux: return handlers see the pc the thread returns to.
+            regs.set_pc(ri.orig_ra);
             let ret = Return {
                 pid,
                 tid,

@@ -62,8 +62,11 @@ mod xol;
 
 pub use engine::{Trap, Uprobes};
 pub use error::{Error, Fault, Unsupported};
-pub use probe::{Consumer, ConsumerId, EntryFn, Hit, ProbeStats, Return, ReturnFn};
+pub use probe::{Consumer, ConsumerId, EntryFn, Hit, ProbeStats, ProbeStatus, Return, ReturnFn};
 pub use regs::{abi, TrapContext, UserRegs};
-pub use space::{Pid, Tid, UserSpace};
+pub use space::{ImageReader, Pid, Tid, UserSpace, NO_PID};
+/// The `spin` crate the core is built with, for kernels that name its types (the seed
+/// face's [`SeedHandler`](crate::seed::SeedHandler) is an `Arc<spin::Mutex<..>>`).
+pub use spin;
 pub use uretprobe::MAX_RETURN_DEPTH;
 pub use xol::{SLOTS_PER_PAGE, SLOT_SIZE};

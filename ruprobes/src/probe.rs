@@ -5,6 +5,7 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::error::Error;
 use crate::regs::UserRegs;
 use crate::space::{Pid, Tid};
 
@@ -107,7 +108,7 @@ impl fmt::Debug for Consumer {
 
 /// The handle of one registered consumer, for [`Uprobes::unregister`](crate::Uprobes::unregister).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConsumerId(pub(crate) u64);
+pub struct ConsumerId(pub(crate) usize);
 
 /// Counters of one probe (all consumers together).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,6 +120,19 @@ pub struct ProbeStats {
     /// Returns not hijacked because the thread already had
     /// [`MAX_RETURN_DEPTH`](crate::MAX_RETURN_DEPTH) pending return instances.
     pub missed: u64,
+}
+
+/// Whether a probe made it into memory, as [`Uprobes::status`](crate::Uprobes::status)
+/// reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeStatus {
+    /// Registered; no process runs its program yet (checked against the image if the
+    /// kernel set an [`ImageReader`](crate::ImageReader)).
+    Pending,
+    /// The last attempt to arm it succeeded.
+    Armed,
+    /// The last attempt to arm it (at an `exec` or [`sync`](crate::Uprobes::sync)) failed.
+    Failed(Error),
 }
 
 /// The consumers of one probe, replaced as a whole on change so that the trap path takes a
@@ -135,6 +149,7 @@ pub(crate) struct Probe {
     missed: AtomicU64,
     /// Set when the last consumer left; processes still armed restore lazily.
     removed: AtomicBool,
+    status: spin::Mutex<ProbeStatus>,
 }
 
 impl Probe {
@@ -147,7 +162,17 @@ impl Probe {
             returns: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             removed: AtomicBool::new(false),
+            status: spin::Mutex::new(ProbeStatus::Pending),
         }
+    }
+
+    pub fn status(&self) -> ProbeStatus {
+        *self.status.lock()
+    }
+
+    /// Records the outcome of an arming attempt; returns the previous status.
+    pub fn set_status(&self, status: ProbeStatus) -> ProbeStatus {
+        core::mem::replace(&mut *self.status.lock(), status)
     }
 
     pub fn consumers(&self) -> Consumers {

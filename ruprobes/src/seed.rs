@@ -13,21 +13,34 @@
 //! #[no_mangle] pub extern "C" fn os_flush_icache(addr: usize, len: usize);
 //! ```
 //!
-//! The copy functions return 0 on success and non-zero on a fault; `os_copy_to_user` must
-//! also write read-only text pages. `os_current_exec_path` writes the current process's
-//! executable path (UTF-8, no NUL) and returns its length, or a negative value if there is
-//! none. `os_map_xol_page` maps a fresh user R+X page and returns its address, or 0. When
-//! no user process is current, `os_current_pid` returns a pid no process has.
+//! The copy functions return 0 on success and non-zero on a fault, and must never panic on
+//! an unmapped address (check the page tables; do not unwrap a translation);
+//! `os_copy_to_user` must also write read-only text pages. `os_current_exec_path` writes
+//! the current process's executable path (UTF-8, no NUL) and returns its length, or a
+//! negative value if there is none. `os_map_xol_page` maps a fresh user R+X page and
+//! returns its address, or 0. When no user process is current, `os_current_pid` returns
+//! [`NO_PID`] (`usize::MAX`); every other value, 0 included, is a process.
+//!
+//! Handlers are built with [`seed_handler`]. A return handler (`ProbeType::SyncFunc`'s
+//! `post_handler`) gets the function's address as its `usize` argument, and `cx.sepc` holds
+//! the address the function returns to (the caller's original `ra`), where the thread
+//! resumes; `cx.x[10]` is the return value.
+//!
+//! Nothing fails silently: [`uprobe_register`] checks a probe on a program that is not
+//! running against its image when the kernel set a reader ([`uprobes_set_image_reader`]),
+//! and [`uprobe_status`] reports whether a probe is armed, waiting, or failed and why.
 
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::engine::{Trap, Uprobes};
-use crate::error::Fault;
-use crate::probe::{Consumer, ConsumerId};
+use crate::error::{Error, Fault};
+use crate::probe::{Consumer, ConsumerId, ProbeStatus};
 use crate::regs::{TrapContext, UserRegs};
-use crate::space::{Pid, Tid, UserSpace};
+#[cfg(doc)]
+use crate::space::NO_PID;
+use crate::space::{ImageReader, Pid, Tid, UserSpace};
 
 extern "C" {
     fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32;
@@ -58,8 +71,17 @@ pub enum ProbeType {
     SyncFunc,
 }
 
-/// A seed handler: called with the trap frame and the probed address.
+/// A seed handler: called with the trap frame and the probed address. Build one with
+/// [`seed_handler`] (the kernel then needs no `spin` of its own).
 pub type SeedHandler = Arc<spin::Mutex<dyn FnMut(&mut TrapContext, usize) + Send>>;
+
+/// Wraps a function or closure as a [`SeedHandler`].
+pub fn seed_handler(f: impl FnMut(&mut TrapContext, usize) + Send + 'static) -> SeedHandler {
+    Arc::new(spin::Mutex::new(f))
+}
+
+/// The longest executable path [`uprobes_init`] reads.
+const PATH_MAX: usize = 4096;
 
 /// The current process, through the kernel's exported functions.
 struct KernelSpace;
@@ -171,7 +193,8 @@ pub fn uprobe_unregister(path: &str, addr: usize) -> isize {
 /// Call in `sys_exec` once the new image is mapped (and for the first process): arms the
 /// probes of the new program.
 pub fn uprobes_init() {
-    let mut buf = [0u8; 256];
+    // On the heap: a path buffer on the stack would be the biggest frame of the exec path.
+    let mut buf = alloc::vec![0u8; PATH_MAX];
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     let len = unsafe { os_current_exec_path(buf.as_mut_ptr(), buf.len()) };
     let Some(path) = usize::try_from(len)
@@ -190,13 +213,49 @@ pub fn uprobes_init() {
 /// Call on a breakpoint trap (`scause` = 3) from user mode. Returns `false` if the
 /// breakpoint is not ruprobes' (deliver SIGTRAP).
 pub fn uprobes_trap_handler(cx: &mut TrapContext) -> bool {
-    ENGINE.handle_breakpoint(&mut KernelSpace, cx) == Trap::Handled
+    uprobes_trap_handler_regs(cx)
+}
+
+/// [`uprobes_trap_handler`] on the kernel's own trap frame, through [`UserRegs`]: for a
+/// kernel whose frame is not [`TrapContext`] (rCore's has `sstatus: riscv::Sstatus`).
+/// Handlers then get a [`TrapContext`] copy of the registers, stored back after each.
+pub fn uprobes_trap_handler_regs(regs: &mut dyn UserRegs) -> bool {
+    ENGINE.handle_breakpoint(&mut KernelSpace, regs) == Trap::Handled
 }
 
 /// Call on any other user fault before delivering it: moves the pc of a thread that faulted
 /// in an out-of-line slot back to the probed address. Returns whether it did.
 pub fn uprobes_fixup_fault(cx: &mut TrapContext) -> bool {
-    ENGINE.fixup_fault(&mut KernelSpace, cx)
+    uprobes_fixup_fault_regs(cx)
+}
+
+/// [`uprobes_fixup_fault`] on the kernel's own trap frame, through [`UserRegs`].
+pub fn uprobes_fixup_fault_regs(regs: &mut dyn UserRegs) -> bool {
+    ENGINE.fixup_fault(&mut KernelSpace, regs)
+}
+
+/// Whether the probes registered on `addr` of `path` are in memory: 0 when armed, 1 when
+/// waiting for the program to run, or the negative errno of why arming failed (-ENOENT
+/// when nothing is registered there). See [`Uprobes::status`].
+pub fn uprobe_status(path: &str, addr: usize) -> isize {
+    let id = REGISTRATIONS
+        .lock()
+        .iter()
+        .find(|(p, a, _)| p == path && *a == addr)
+        .map(|r| r.2);
+    match id.map(|id| ENGINE.status(id)) {
+        Some(Ok(ProbeStatus::Armed)) => 0,
+        Some(Ok(ProbeStatus::Pending)) => 1,
+        Some(Ok(ProbeStatus::Failed(e))) | Some(Err(e)) => e.errno(),
+        None => Error::NotRegistered.errno(),
+    }
+}
+
+/// Lets [`uprobe_register`] check probes on programs that are not running yet, by reading
+/// their images (see [`ImageReader`]). Without one, such probes are checked at the first
+/// `exec` and a refusal shows in [`uprobe_status`] (and in one log warning).
+pub fn uprobes_set_image_reader(reader: Option<ImageReader>) {
+    ENGINE.set_image_reader(reader);
 }
 
 /// Call in `fork` after the child's address space is a copy of the parent's.

@@ -7,13 +7,26 @@ pub type Pid = usize;
 /// A thread identifier, unique across the kernel.
 pub type Tid = usize;
 
+/// The pid that means "no process": what [`UserSpace::pid`] (and the seed face's
+/// `os_current_pid`) return when no user process is current. Every other value, 0
+/// included, is a real process (rCore's initproc is pid 0).
+pub const NO_PID: Pid = usize::MAX;
+
+/// Reads the bytes that the image of the program at `path` holds at user address `addr`
+/// (what the process would see after `exec`), without a process running it: lets
+/// registration refuse a probe on an instruction the engine cannot take before the program
+/// runs. Set with [`Uprobes::set_image_reader`](crate::Uprobes::set_image_reader).
+///
+/// Must not panic: return a [`Fault`] for an unknown path or an address outside the image.
+pub type ImageReader = fn(path: &str, addr: usize, buf: &mut [u8]) -> Result<(), Fault>;
+
 /// What the kernel provides to the engine for one process (the current one, on a trap or a
 /// register call). Every call may fail; the engine rolls back and reports, never panics.
 ///
 /// A kernel implements this over its page tables; the host simulator over emulated Sv39
 /// tables; the unit tests over a `Vec<u8>`.
 pub trait UserSpace {
-    /// The process whose memory this is.
+    /// The process whose memory this is, or [`NO_PID`] when there is none.
     fn pid(&self) -> Pid;
     /// The thread that trapped or called (return probes are tracked per thread).
     fn tid(&self) -> Tid;

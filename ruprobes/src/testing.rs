@@ -3,9 +3,10 @@
 //! injection. Not for kernels.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::addr_map::AddrMap;
 use crate::error::Fault;
 use crate::space::{Pid, Tid, UserSpace};
 
@@ -20,7 +21,7 @@ pub const XOL_BASE: usize = 0x3000_0000;
 
 #[derive(Clone)]
 struct Page {
-    bytes: Box<[u8; PAGE]>,
+    bytes: Box<[u8]>,
     exec: bool,
 }
 
@@ -31,7 +32,8 @@ pub struct MemSpace {
     pub pid: Pid,
     /// The thread id it reports.
     pub tid: Tid,
-    pages: BTreeMap<usize, Page>,
+    /// By page address (a hash map: a tree's code has big frames in debug builds).
+    pages: AddrMap<Page>,
     next_xol: usize,
     /// Reads of this address fail.
     pub fail_read_at: Option<usize>,
@@ -49,7 +51,7 @@ impl MemSpace {
         MemSpace {
             pid,
             tid: pid,
-            pages: BTreeMap::new(),
+            pages: AddrMap::new(),
             next_xol: XOL_BASE,
             fail_read_at: None,
             writes_left: None,
@@ -74,7 +76,8 @@ impl MemSpace {
             self.pages.insert(
                 page,
                 Page {
-                    bytes: Box::new([0; PAGE]),
+                    // Zeroed on the heap, never a page-sized temporary on the stack.
+                    bytes: vec![0; PAGE].into_boxed_slice(),
                     exec,
                 },
             );
@@ -82,7 +85,7 @@ impl MemSpace {
     }
 
     fn byte_mut(&mut self, addr: usize) -> Option<&mut u8> {
-        let page = self.pages.get_mut(&(addr / PAGE * PAGE))?;
+        let page = self.pages.get_mut(addr / PAGE * PAGE)?;
         page.bytes.get_mut(addr % PAGE)
     }
 
@@ -100,7 +103,7 @@ impl MemSpace {
         (addr..addr.saturating_add(len))
             .map(|a| {
                 self.pages
-                    .get(&(a / PAGE * PAGE))
+                    .get(a / PAGE * PAGE)
                     .map_or(0, |p| p.bytes[a % PAGE])
             })
             .collect()
@@ -146,9 +149,7 @@ impl UserSpace for MemSpace {
         Ok(())
     }
     fn is_executable(&mut self, addr: usize) -> bool {
-        self.pages
-            .get(&(addr / PAGE * PAGE))
-            .is_some_and(|p| p.exec)
+        self.pages.get(addr / PAGE * PAGE).is_some_and(|p| p.exec)
     }
     fn map_xol_page(&mut self) -> Result<usize, Fault> {
         if self.fail_map {

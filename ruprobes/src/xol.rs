@@ -5,6 +5,7 @@
 //! is armed, so any number of threads can step through it at the same time.
 
 use alloc::boxed::Box;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::decode::{Insn, EBREAK};
@@ -21,8 +22,9 @@ pub const SLOTS_PER_PAGE: usize = PAGE_SIZE / SLOT_SIZE - 1;
 #[derive(Clone)]
 struct Page {
     base: usize,
-    /// The probe address each slot steps for; `None` when free.
-    owner: Box<[Option<usize>; PAGE_SIZE / SLOT_SIZE]>,
+    /// The probe address each slot steps for; `None` when free. Built on the heap: as an
+    /// array value it would be a 4 KiB temporary on the kernel stack.
+    owner: Box<[Option<usize>]>,
 }
 
 #[derive(Clone, Default)]
@@ -58,7 +60,7 @@ impl Xol {
         }
         self.pages.push(Page {
             base,
-            owner: Box::new([None; PAGE_SIZE / SLOT_SIZE]),
+            owner: vec![None; PAGE_SIZE / SLOT_SIZE].into_boxed_slice(),
         });
         self.free.extend(
             (1..PAGE_SIZE / SLOT_SIZE)

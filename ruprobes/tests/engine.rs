@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use ruprobes::{
-    abi, Consumer, ConsumerId, Error, Trap, TrapContext, Unsupported, Uprobes, UserRegs,
-    MAX_RETURN_DEPTH, SLOT_SIZE,
+    abi, Consumer, ConsumerId, Error, ProbeStatus, Trap, TrapContext, Unsupported, Uprobes,
+    UserRegs, MAX_RETURN_DEPTH, SLOT_SIZE,
 };
 
 const PATH: &str = "/bin/app";
@@ -898,4 +898,134 @@ fn unregister_whose_restore_fails_changes_nothing() {
     space.writes_left = None;
     engine.unregister(id, Some(&mut space)).unwrap();
     assert_eq!(space.text(TEXT_LEN), program());
+}
+
+/// What the image of PATH holds: the test program at TEXT. Faults elsewhere.
+fn read_program_image(path: &str, addr: usize, buf: &mut [u8]) -> Result<(), ruprobes::Fault> {
+    let image = program();
+    let off = addr.wrapping_sub(TEXT);
+    match image.get(off..off.wrapping_add(buf.len())) {
+        Some(bytes) if path == PATH => {
+            buf.copy_from_slice(bytes);
+            Ok(())
+        }
+        _ => Err(ruprobes::Fault { addr }),
+    }
+}
+
+#[test]
+fn status_reports_pending_armed_and_the_typed_arm_error() {
+    let engine = Uprobes::new();
+    let ecall = engine
+        .register(PATH, at(ECALL), Consumer::new(), None)
+        .unwrap();
+    let addi = engine
+        .register(PATH, at(ADDI_SP), Consumer::new(), None)
+        .unwrap();
+    assert_eq!(engine.status(ecall), Ok(ProbeStatus::Pending));
+    let mut space = FakeSpace::with_text(1, &program());
+    assert!(engine.on_exec(&mut space, PATH).is_err());
+    let refused = ProbeStatus::Failed(Error::Unsupported {
+        addr: at(ECALL),
+        why: Unsupported::System,
+    });
+    assert_eq!(engine.status(ecall), Ok(refused));
+    assert_eq!(engine.status(addi), Ok(ProbeStatus::Armed));
+    // Still refused at the next exec: the status stays, it does not flip back.
+    let mut again = FakeSpace::with_text(2, &program());
+    assert!(engine.on_exec(&mut again, PATH).is_err());
+    assert_eq!(engine.status(ecall), Ok(refused));
+    engine.unregister(ecall, None).unwrap();
+    assert_eq!(engine.status(ecall), Err(Error::NotRegistered));
+}
+
+#[test]
+fn image_reader_refuses_a_probe_before_its_program_runs() {
+    let engine = Uprobes::new();
+    engine.set_image_reader(Some(read_program_image));
+    // ecall, lr.w and an illegal parcel fail at registration, with the typed error.
+    assert_eq!(
+        engine.register(PATH, at(ECALL), Consumer::new(), None),
+        Err(Error::Unsupported {
+            addr: at(ECALL),
+            why: Unsupported::System
+        })
+    );
+    assert_eq!(
+        engine.register(PATH, at(LR_W), Consumer::new(), None),
+        Err(Error::Unsupported {
+            addr: at(LR_W),
+            why: Unsupported::LoadReserved
+        })
+    );
+    assert_eq!(
+        engine.register(PATH, at(ZERO), Consumer::new(), None),
+        Err(Error::Unsupported {
+            addr: at(ZERO),
+            why: Unsupported::Illegal
+        })
+    );
+    // Outside the image: the reader's fault.
+    assert_eq!(
+        engine.register(PATH, TEXT + 0x1000, Consumer::new(), None),
+        Err(Error::ReadFault(ruprobes::Fault {
+            addr: TEXT + 0x1000
+        }))
+    );
+    // A good one is accepted, pending, and armed by the exec; nothing else was kept.
+    let id = engine
+        .register(PATH, at(SD_RA), Consumer::new(), None)
+        .unwrap();
+    assert_eq!(engine.status(id), Ok(ProbeStatus::Pending));
+    let mut space = FakeSpace::with_text(1, &program());
+    engine.on_exec(&mut space, PATH).unwrap();
+    assert_eq!(engine.status(id), Ok(ProbeStatus::Armed));
+    assert_eq!(space.peek(at(ECALL), 4), program()[ECALL..ECALL + 4]);
+}
+
+#[test]
+fn no_pid_means_no_process_and_pid_zero_is_one() {
+    let engine = Uprobes::new();
+    let mut init = FakeSpace::with_text(0, &program());
+    engine.on_exec(&mut init, PATH).unwrap();
+    let id = engine
+        .register(PATH, at(ADDI_SP), Consumer::new(), Some(&mut init))
+        .unwrap();
+    assert_eq!(init.peek(at(ADDI_SP), 4), 0x0010_0073u32.to_le_bytes());
+    assert_eq!(engine.status(id), Ok(ProbeStatus::Armed));
+    // No current process: nothing is read or written, the probe waits.
+    let mut nobody = FakeSpace::new(ruprobes::NO_PID);
+    nobody.fail_read_at = Some(at(SD_RA));
+    let id = engine
+        .register(PATH, at(SD_RA), Consumer::new(), Some(&mut nobody))
+        .unwrap();
+    assert_eq!(engine.status(id), Ok(ProbeStatus::Pending));
+    assert_eq!(
+        engine.on_exec(&mut nobody, PATH),
+        Err(Error::UnknownProcess(ruprobes::NO_PID))
+    );
+    let mut regs = regs_at(at(ADDI_SP), 0x8000);
+    assert_eq!(
+        engine.handle_breakpoint(&mut nobody, &mut regs),
+        Trap::NotOurs
+    );
+}
+
+#[test]
+fn return_handlers_see_the_return_address_as_pc() {
+    let (engine, mut space) = setup();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let consumer = Consumer::new().on_return(move |regs, ret| {
+        s.lock().unwrap().push((regs.pc(), ret.ret_addr));
+    });
+    engine
+        .register(PATH, at(ADDI_SP), consumer, Some(&mut space))
+        .unwrap();
+    let tramp = engine.trampoline(1).unwrap();
+    enter(&engine, &mut space, at(ADDI_SP), 0x8000, 0x5000);
+    let (trap, regs) = leave(&engine, &mut space, tramp, 0x8000, 1);
+    assert_eq!(trap, Trap::Handled);
+    assert_eq!(regs.pc(), 0x5000);
+    assert_eq!(*seen.lock().unwrap(), [(0x5000, 0x5000)]);
 }

@@ -10,6 +10,7 @@ mod manifest;
 mod perf;
 mod qemu_test;
 mod qemu_user;
+mod stack_check;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,11 @@ const COMMANDS: &[Command] = &[
         "perf",
         "measure probe costs on the fixtures in the simulator ([--json] [FIXTURE ...])",
         perf::run,
+    ),
+    (
+        "stack-check",
+        "prove the core's kernel-stack budget from its riscv64 object code ([--report]: do not fail)",
+        stack_check::run,
     ),
 ];
 
