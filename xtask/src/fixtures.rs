@@ -1,7 +1,7 @@
 //! `cargo xtask fixtures [--check]`: builds the RISC-V fixture programs of `fixtures/user`
-//! and installs them as `fixtures/bin/NAME.elf` with the manifest; `--check` rebuilds into a
-//! temporary directory and fails if any committed ELF, the manifest or the recorded
-//! toolchain differs.
+//! (Rust) and `fixtures/c` (freestanding C, no libc) and installs them as
+//! `fixtures/bin/NAME.elf` with the manifest; `--check` rebuilds into a temporary directory
+//! and fails if any committed ELF, the manifest or the recorded toolchains differ.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +19,33 @@ struct Fixture {
     kind: Kind,
 }
 
-/// Every fixture, in manifest order.
+/// The C compiler of the `fixtures/c` programs (Debian package `gcc-riscv64-linux-gnu`).
+const CC: &str = "riscv64-linux-gnu-gcc";
+
+/// How every C fixture is built: static, no libc, no start files (each has its own
+/// `_start`), RV64GC.
+const CFLAGS: &[&str] = &[
+    "-static",
+    "-nostdlib",
+    "-O2",
+    "-march=rv64gc",
+    "-mabi=lp64d",
+    "-Wall",
+    "-Wextra",
+];
+
+/// The C fixtures: `fixtures/c/NAME.c`, after the Rust ones in the manifest.
+const C_FIXTURES: &[Fixture] = &[
+    // Ends with a dynamic-rounding instruction while frm is invalid: killed by SIGILL
+    // (128 + 4).
+    Fixture {
+        name: "fp",
+        exit_code: 132,
+        kind: Kind::Linux,
+    },
+];
+
+/// Every Rust fixture, in manifest order.
 const FIXTURES: &[Fixture] = &[
     Fixture {
         name: "hello",
@@ -114,7 +140,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let root = crate::repo_root();
     let user = root.join("fixtures").join("user");
-    check_fixture_list(&user)?;
+    check_fixture_list(&user.join("src").join("bin"), "rs", FIXTURES)?;
+    check_fixture_list(&root.join("fixtures").join("c"), "c", C_FIXTURES)?;
     if check {
         let scratch =
             std::env::temp_dir().join(format!("ruprobes-fixtures-check-{}", std::process::id()));
@@ -135,26 +162,27 @@ struct Built {
     toolchain: String,
 }
 
-/// Fails unless `src/bin` holds exactly the programs of [`FIXTURES`].
-fn check_fixture_list(user: &Path) -> Result<(), String> {
-    let bin = user.join("src").join("bin");
+/// Fails unless `dir` holds exactly the sources (`NAME.ext`) of `fixtures`.
+fn check_fixture_list(dir: &Path, ext: &str, fixtures: &[Fixture]) -> Result<(), String> {
+    let suffix = format!(".{ext}");
     let entries =
-        std::fs::read_dir(&bin).map_err(|e| format!("cannot list {}: {e}", bin.display()))?;
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut found: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(|n| n.strip_suffix(".rs"))
+                .and_then(|n| n.strip_suffix(suffix.as_str()))
                 .map(String::from)
         })
         .collect();
     found.sort();
-    let mut listed: Vec<String> = FIXTURES.iter().map(|f| f.name.to_string()).collect();
+    let mut listed: Vec<String> = fixtures.iter().map(|f| f.name.to_string()).collect();
     listed.sort();
     if found != listed {
         return Err(format!(
-            "fixtures/user/src/bin holds {found:?} but xtask's FIXTURES lists {listed:?}: update xtask/src/fixtures.rs"
+            "{} holds {found:?} but xtask lists {listed:?}: update xtask/src/fixtures.rs",
+            dir.display()
         ));
     }
     Ok(())
@@ -202,11 +230,16 @@ fn build(root: &Path, target_dir: &Path) -> Result<Built, String> {
         ));
     }
     let out = target_dir.join(TARGET).join("release");
+    let c_out = target_dir.join("c");
+    build_c(root, &c_out)?;
     let root_text = root.to_string_lossy().into_owned();
     let mut entries = Vec::new();
     let mut elves = Vec::new();
-    for f in FIXTURES {
-        let path = out.join(f.name);
+    let built = FIXTURES
+        .iter()
+        .map(|f| (f, out.join(f.name)))
+        .chain(C_FIXTURES.iter().map(|f| (f, c_out.join(f.name))));
+    for (f, path) in built {
         let bytes =
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if contains(&bytes, root_text.as_bytes()) {
@@ -226,8 +259,45 @@ fn build(root: &Path, target_dir: &Path) -> Result<Built, String> {
     Ok(Built {
         entries,
         elves,
-        toolchain: rustc_version(&user)?,
+        toolchain: rustc_version(&user)? + &cc_version()?,
     })
+}
+
+/// Compiles every C fixture into `out`. The compiler runs in `fixtures/c` on the bare file
+/// name, so no absolute path reaches the ELF (its symbol table names the file `NAME.c`).
+fn build_c(root: &Path, out: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let dir = root.join("fixtures").join("c");
+    for f in C_FIXTURES {
+        let source = format!("{}.c", f.name);
+        let status = Command::new(CC)
+            .current_dir(&dir)
+            .args(CFLAGS)
+            .arg("-o")
+            .arg(out.join(f.name))
+            .arg(&source)
+            .status()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("{CC} not found: install it with apt-get install gcc-riscv64-linux-gnu")
+                }
+                _ => format!("cannot run {CC}: {e}"),
+            })?;
+        if !status.success() {
+            return Err(format!("{CC} failed on fixtures/c/{source} ({status})"));
+        }
+    }
+    Ok(())
+}
+
+/// `CC --version`'s first line, which the C fixtures' bytes depend on.
+fn cc_version() -> Result<String, String> {
+    let out = Command::new(CC)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {CC}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(format!("{}\n", text.lines().next().unwrap_or("").trim()))
 }
 
 /// `rustc --version` of the toolchain cargo uses in `dir`.
