@@ -442,6 +442,13 @@ fn scenarios(names: &[String]) -> Result<u8, Failure> {
         })?;
         let _ = out.write_all(block.as_bytes());
     }
+    for s in scenario::select_bpf(names) {
+        let block = scenario::render_bpf(s).map_err(|e| Failure {
+            message: format!("scenario {}: {e}", s.name),
+            code: 1,
+        })?;
+        let _ = out.write_all(block.as_bytes());
+    }
     let _ = out.flush();
     Ok(0)
 }

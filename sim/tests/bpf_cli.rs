@@ -197,3 +197,21 @@ fn bad_objects_are_one_error_line() {
     }
     let _ = std::fs::remove_file(truncated);
 }
+
+#[test]
+fn ebpf_scenarios_print_their_maps_in_the_block() {
+    let o = sim(&["scenarios", "bpf_count_sort", "bpf_oob_read_stopped"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.starts_with("=== scenario bpf_count_sort\n"), "{out}");
+    assert!(out.contains(
+        "--- bpf\n@calls[0x100d2]: 2\n@calls[0x1041a]: 2\n@calls[0x10596]: 503\n@calls[0x1074c]: 1534\n"
+    ));
+    assert!(out.contains(
+        "prog read_past_ctx (uprobe/fib): 89 runs, 89 errors; first: out-of-bounds load of 8 bytes at ctx+0x1000 (insn 0)\n--- output\nfib(10) = 55\n=== end bpf_oob_read_stopped\n"
+    ));
+    let all = stdout(&sim(&["scenarios"]));
+    for s in ruprobes_trace::BPF_SCENARIOS {
+        assert!(all.contains(&format!("=== end {}\n", s.name)), "{}", s.name);
+    }
+}

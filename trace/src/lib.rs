@@ -7,7 +7,7 @@
 mod scenario;
 mod spec;
 
-pub use scenario::{Scenario, SCENARIOS};
+pub use scenario::{BpfScenario, Scenario, BPF_SCENARIOS, SCENARIOS};
 pub use spec::{ProbeKind, ProbeSpec, SpecError, Target};
 
 use core::fmt;

@@ -79,3 +79,49 @@ pub const SCENARIOS: &[Scenario] = &[
         probes: &["uprobe:site_*"],
     },
 ];
+
+/// A scenario whose probes are the programs of a BPF object, attached where their sections
+/// say (`uprobe/SYM`, `uretprobe/SYM`, a seed tracepoint name). Its block has the trace
+/// (with `bpf_trace_printk` lines), then `--- bpf` and the object's maps and per-program
+/// counters, then the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfScenario {
+    /// A stable name (kernel output marker).
+    pub name: &'static str,
+    /// The fixture program (`fixtures/bin/NAME.elf`).
+    pub fixture: &'static str,
+    /// The object (`fixtures/bpf/OBJECT.bpf.o`).
+    pub object: &'static str,
+}
+
+/// Every eBPF scenario, run by the kernel after [`SCENARIOS`]. (`latency` is not one: its
+/// histogram reads each kernel's own clock.)
+pub const BPF_SCENARIOS: &[BpfScenario] = &[
+    BpfScenario {
+        name: "bpf_count_sort",
+        fixture: "sort",
+        object: "count",
+    },
+    BpfScenario {
+        name: "bpf_filter_fib",
+        fixture: "fib",
+        object: "filter",
+    },
+    BpfScenario {
+        name: "bpf_greet_strings",
+        fixture: "greet",
+        object: "greet",
+    },
+    BpfScenario {
+        // Stopped at every hit (out-of-bounds context read), counted; fib goes on.
+        name: "bpf_oob_read_stopped",
+        fixture: "fib",
+        object: "bad/oob_read",
+    },
+    BpfScenario {
+        // Stopped at every hit (a store into the context), counted; fib's a0 is untouched.
+        name: "bpf_ctx_write_stopped",
+        fixture: "fib",
+        object: "bad/ctx_write",
+    },
+];
