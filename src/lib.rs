@@ -31,6 +31,7 @@ impl Fixture {
     /// A fresh machine with this program loaded as process 1.
     pub fn machine(&self, config: Config) -> Machine {
         let mut machine = Machine::new(config);
+        machine.set_image_dir(&fixtures_dir());
         machine
             .load(&self.name, &self.elf)
             .unwrap_or_else(|e| panic!("{}: {e}", self.name));

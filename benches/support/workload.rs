@@ -105,6 +105,7 @@ pub fn sites(image: &Image) -> Sites {
 /// A quiet machine with the fixture `name` loaded.
 pub fn machine(name: &str, elf: &[u8]) -> Result<Machine, SimError> {
     let mut m = Machine::new(Config::default());
+    m.set_image_dir(std::path::Path::new(ruprobes_sim::machine::FIXTURES_DIR));
     m.load(name, elf)?;
     Ok(m)
 }

@@ -19,9 +19,9 @@
 //! `extern "C"` hooks of [`crate::seed_ffi`]; probes are then registered with
 //! `ruprobes::seed::uprobe_register`, and only one seed-mode machine may run at a time.
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -29,11 +29,17 @@ use ruprobes::{TrapContext, Uprobes, UserRegs};
 use ruprobes_trace::{SIGILL, SIGSEGV, SIGTRAP};
 use serde::Serialize;
 
+use crate::cpu::Access as CpuAccess;
 use crate::cpu::{Cpu, Stop};
 use crate::error::SimError;
-use crate::kernel::aspace::{Access, AddressSpace};
+use crate::kernel::aspace::{Access, AddressSpace, STACK_TOP};
+use crate::kernel::files::{FdTable, RootView};
 use crate::kernel::image::Image;
-use crate::kernel::{initial_regs, ExitStatus, Kernel, Pid, ProcState, Regs};
+use crate::kernel::signals::{SignalActions, SIGKILL};
+use crate::kernel::startup::{self, StartInfo};
+use crate::kernel::{
+    initial_regs, ExitStatus, Kernel, Personality, Pid, Regs, ThreadState, Tid, QUANTUM,
+};
 use crate::mem::{PhysMem, PAGE_SIZE};
 use crate::seed_ffi;
 use crate::space::{FaultInjection, SimSpace};
@@ -42,7 +48,8 @@ use crate::trace::{TraceEvent, TraceSink};
 use crate::probes::ProbeRecord;
 pub use crate::probes::{Histogram, ProbeId, ProbeReport, ProbeRole, Stats, UnregisterQueue};
 
-/// Where the committed fixture programs live; `exec` finds images there by name.
+/// Where this repository's committed fixture programs live (for tests and the demo; `exec`
+/// does not look there unless told to with [`Machine::set_image_dir`]).
 pub const FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/bin");
 
 /// Machine settings.
@@ -60,16 +67,19 @@ pub struct Config {
     /// Drive the global seed engine through the `extern "C"` hooks instead of an engine of
     /// this machine's own.
     pub seed: bool,
+    /// The system-call interface (automatic: from the first program's ELF).
+    pub personality: Personality,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            mem_bytes: 64 << 20,
+            mem_bytes: 256 << 20,
             max_insns: 2_000_000_000,
             echo_stdout: false,
             count_pcs: false,
             seed: false,
+            personality: Personality::Auto,
         }
     }
 }
@@ -152,8 +162,24 @@ pub struct Machine {
     pub(crate) faults: FaultInjection,
     pub(crate) trace: TraceSink,
     pub(crate) images: HashMap<String, Arc<Image>>,
-    /// Searched for `NAME.elf` before [`FIXTURES_DIR`].
-    image_dir: Option<std::path::PathBuf>,
+    /// Searched for apps by name (`NAME`, `NAME.elf`), before the root view's top.
+    pub(crate) image_dirs: Vec<PathBuf>,
+    /// The files the guest sees (`--root`).
+    pub(crate) root: RootView,
+    /// The guest's fd 0 (none: always at its end).
+    pub(crate) stdin: Option<Box<dyn Read + Send>>,
+    /// The first program's arguments and environment (Linux personality).
+    start: StartInfo,
+    /// The personality in force (chosen at [`Machine::load`]).
+    pub(crate) personality: Personality,
+    /// State of the deterministic random stream (`getrandom`).
+    pub(crate) rng: u64,
+    /// Call numbers already reported as unknown.
+    pub(crate) unknown_calls: BTreeSet<u64>,
+    /// Why process 1 was killed (signal, pc, symbol), for `run` to print.
+    pub(crate) kill_note: Option<String>,
+    /// The instruction count when the running thread got the CPU.
+    slice_start: u64,
     pub(crate) main_image: Option<Arc<Image>>,
     pub(crate) probes: Vec<ProbeRecord>,
     pub(crate) unregister_queue: UnregisterQueue,
@@ -192,7 +218,15 @@ impl Machine {
             faults: FaultInjection::none(),
             trace: TraceSink::default(),
             images: HashMap::new(),
-            image_dir: None,
+            image_dirs: Vec::new(),
+            root: RootView::default(),
+            stdin: None,
+            start: StartInfo::default(),
+            personality: config.personality,
+            rng: 0x5eed_5eed_5eed_5eed,
+            unknown_calls: BTreeSet::new(),
+            kill_note: None,
+            slice_start: 0,
             main_image: None,
             probes: Vec::new(),
             unregister_queue: UnregisterQueue::default(),
@@ -215,14 +249,42 @@ impl Machine {
         Ok(image)
     }
 
-    /// Makes `exec` look for `NAME.elf` in `dir` before [`FIXTURES_DIR`] (the CLI passes
-    /// the program's own directory).
+    /// Makes `exec` look for apps (`NAME`, `NAME.elf`) in `dir` (after directories added
+    /// before; the CLI adds the first program's own directory).
     pub fn set_image_dir(&mut self, dir: &Path) {
-        self.image_dir = Some(dir.to_path_buf());
+        self.image_dirs.push(dir.to_path_buf());
     }
 
-    /// The image called `name`: added ones first, then `NAME.elf` in the image directory
-    /// and in [`FIXTURES_DIR`].
+    /// Makes `dir` the guest's `/` (read-only; see [`crate::kernel::files`]); `exec` also
+    /// finds apps by name at its top.
+    pub fn set_root(&mut self, dir: &Path) {
+        self.root = RootView::new(Some(dir.to_path_buf()));
+    }
+
+    /// The first program's `argv` (`argv[0]` included) and environment (`KEY=VALUE`), for
+    /// the Linux initial stack. Call before [`Machine::load`].
+    pub fn set_args(&mut self, argv: Vec<String>, env: Vec<String>) {
+        self.start.argv = argv.into_iter().map(String::into_bytes).collect();
+        self.start.envp = env.into_iter().map(String::into_bytes).collect();
+    }
+
+    /// What the guest reads from fd 0 (without this, it is at its end).
+    pub fn set_stdin(&mut self, input: impl Read + Send + 'static) {
+        self.stdin = Some(Box::new(input));
+    }
+
+    /// The personality in force (resolved from the ELF once a program is loaded).
+    pub fn personality(&self) -> Personality {
+        self.personality
+    }
+
+    /// Why process 1 was killed, when it was: `killed by SIGSEGV at pc=0x... (sym+0x..)`.
+    pub fn kill_note(&self) -> Option<&str> {
+        self.kill_note.as_deref()
+    }
+
+    /// The image called `name`: added ones first, then the app `NAME` or `NAME.elf` in
+    /// the image directories and at the top of the root view.
     pub fn image(&mut self, name: &str) -> Result<Arc<Image>, SimError> {
         if let Some(image) = self.images.get(name) {
             return Ok(image.clone());
@@ -230,21 +292,15 @@ impl Machine {
         let plain = !name.is_empty()
             && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !plain {
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !plain || name.starts_with('.') {
             return Err(SimError::UnknownImage(name.to_string()));
         }
-        let file = format!("{name}.elf");
-        let dirs = self
-            .image_dir
-            .iter()
-            .map(|d| d.as_path())
-            .chain([Path::new(FIXTURES_DIR)]);
-        let bytes = dirs
-            .filter_map(|dir| std::fs::read(dir.join(&file)).ok())
-            .next()
+        let bytes = self
+            .find_app(name)
             .ok_or_else(|| SimError::UnknownImage(name.to_string()))?;
-        self.add_image(name, &bytes)
+        let key = name.strip_suffix(".elf").unwrap_or(name);
+        self.add_image(key, &bytes)
     }
 
     /// Loads `elf` as the program `name` (its exec path and probe key) into process 1.
@@ -253,10 +309,33 @@ impl Machine {
             return Err(SimError::Unavailable("a program is already loaded"));
         }
         let image = self.add_image(name, elf)?;
-        let aspace = AddressSpace::with_image(&mut self.mem, &image)?;
-        let pid = self
-            .kernel
-            .spawn(None, image.clone(), aspace, initial_regs(image.entry));
+        self.personality = self.config.personality.resolve(&image);
+        let linux = self.personality == Personality::Linux;
+        let mut aspace = AddressSpace::with_image(&mut self.mem, &image, linux)?;
+        let sp = if linux {
+            let mut info = self.start.clone();
+            if info.argv.is_empty() {
+                info.argv.push(name.as_bytes().to_vec());
+            }
+            info.random = startup::random_bytes(1);
+            match startup::build(&mut self.mem, &mut aspace, &image, &info) {
+                Ok(sp) => sp,
+                Err(e) => {
+                    aspace.free(&mut self.mem);
+                    return Err(e);
+                }
+            }
+        } else {
+            STACK_TOP
+        };
+        let pid = self.kernel.spawn(
+            None,
+            image.clone(),
+            aspace,
+            FdTable::default(),
+            SignalActions::default(),
+            initial_regs(image.entry, sp),
+        );
         self.main_image = Some(image);
         self.exec_hook(pid);
         Ok(pid)
@@ -360,6 +439,7 @@ impl Machine {
             .instret()
             .saturating_add(n)
             .min(self.config.max_insns);
+        let preemptive = self.personality == Personality::Linux;
         loop {
             if !self.schedule()? {
                 return Ok(Progress::Finished);
@@ -373,26 +453,38 @@ impl Machine {
                 }
                 return Ok(Progress::Paused);
             }
+            // With another thread ready, the running one gets what is left of its quantum.
+            let slice = if preemptive && !self.kernel.ready.is_empty() {
+                let used = self.cpu.instret() - self.slice_start;
+                QUANTUM.saturating_sub(used).max(1)
+            } else {
+                u64::MAX
+            };
             let stop = if self.config.count_pcs {
                 *self.pc_counts.entry(self.cpu.pc).or_insert(0) += 1;
                 self.cpu.run(&mut self.mem, 1)
             } else {
-                self.cpu.run(&mut self.mem, left)
+                self.cpu.run(&mut self.mem, left.min(slice))
             };
             self.clock.store(self.cpu.instret(), Ordering::Relaxed);
             match stop {
                 Stop::BudgetExhausted => {}
                 Stop::Ecall => self.syscall(),
                 Stop::Breakpoint => self.breakpoint(),
-                Stop::PageFault { access, addr } => {
-                    self.fault(SIGSEGV, &format!("page fault ({access:?}) at {addr:#x}"))
-                }
+                Stop::PageFault { access, addr } => self.page_fault(access, addr),
                 Stop::Misaligned { access, addr } => self.fault(
                     SIGSEGV,
                     &format!("misaligned atomic ({access:?}) at {addr:#x}"),
                 ),
                 Stop::Illegal { raw } => {
                     self.fault(SIGILL, &format!("illegal instruction {raw:#x}"))
+                }
+            }
+            if preemptive {
+                self.wake_expired(false);
+                let used = self.cpu.instret() - self.slice_start;
+                if used >= QUANTUM && !self.kernel.ready.is_empty() {
+                    self.deschedule(ThreadState::Ready);
                 }
             }
             for id in self.unregister_queue.take() {
@@ -417,54 +509,96 @@ impl Machine {
         }
     }
 
-    /// Makes sure a process is on the CPU. Returns `false` when none is left.
+    /// The instruction clock that time system calls read (through [`Machine::now_ns`]).
+    pub(crate) fn instruction_clock(&self) -> u64 {
+        self.cpu.instret()
+    }
+
+    /// Makes sure a thread is on the CPU. Returns `false` when none is left.
     fn schedule(&mut self) -> Result<bool, SimError> {
         if self.kernel.current.is_some() {
             return Ok(true);
         }
-        let Some(pid) = self.kernel.ready.pop_front() else {
-            let blocked = self
-                .kernel
-                .procs
-                .values()
-                .any(|p| matches!(p.state, ProcState::Blocked { .. }));
-            return if blocked {
-                Err(SimError::Deadlock)
-            } else {
+        let tid = loop {
+            if let Some(tid) = self.kernel.ready.pop_front() {
+                break tid;
+            }
+            // Nothing ready: let time pass to the earliest sleeper, if any.
+            if self.wake_expired(true) {
+                continue;
+            }
+            return if self.kernel.threads.is_empty() {
                 Ok(false)
+            } else {
+                Err(SimError::Deadlock)
             };
         };
-        let Some(proc) = self.kernel.procs.get_mut(&pid) else {
+        let Some(thread) = self.kernel.threads.get_mut(&tid) else {
             return Ok(true);
         };
-        proc.state = ProcState::Running;
-        proc.regs.load_into(&mut self.cpu);
-        self.cpu.set_page_table(proc.aspace.root);
-        self.kernel.current = Some(pid);
+        thread.state = ThreadState::Running;
+        let regs = thread.regs;
+        let Some(root) = self.kernel.procs.get(&thread.pid).map(|p| p.aspace.root) else {
+            return Ok(true);
+        };
+        regs.load_into(&mut self.cpu);
+        if self.cpu.page_table() != root {
+            self.cpu.set_page_table(root);
+        }
+        self.kernel.current = Some(tid);
+        self.slice_start = self.cpu.instret();
         Ok(true)
     }
 
-    /// Takes the current process off the CPU, saving its registers, in state `state`.
-    pub(crate) fn deschedule(&mut self, state: ProcState) {
-        let Some(pid) = self.kernel.current.take() else {
+    /// Takes the current thread off the CPU, saving its registers, in state `state`.
+    pub(crate) fn deschedule(&mut self, state: ThreadState) {
+        let Some(tid) = self.kernel.current.take() else {
             return;
         };
-        if let Some(proc) = self.kernel.procs.get_mut(&pid) {
-            proc.regs = Regs::of(&self.cpu);
-            proc.state = state;
-            if state == ProcState::Ready {
-                self.kernel.ready.push_back(pid);
+        let regs = self.cpu_regs();
+        if let Some(thread) = self.kernel.threads.get_mut(&tid) {
+            thread.regs = regs;
+            thread.state = state;
+            if state == ThreadState::Ready {
+                self.kernel.ready.push_back(tid);
             }
+        }
+    }
+
+    /// A page fault: a page of an area is mapped on demand (and the instruction runs
+    /// again); anything else is SIGSEGV.
+    fn page_fault(&mut self, access: CpuAccess, addr: u64) {
+        let Some(pid) = self.kernel.current_pid() else {
+            return;
+        };
+        let mem = &mut self.mem;
+        let demand = self.kernel.procs.get_mut(&pid).map(|p| {
+            p.aspace.demand_page(
+                mem,
+                addr,
+                access == CpuAccess::Store,
+                access == CpuAccess::Fetch,
+            )
+        });
+        match demand {
+            Some(Ok(true)) => self.cpu.flush_tlb(),
+            Some(Err(_)) => {
+                self.diagnostics.push(format!(
+                    "pid {pid}: out of memory mapping {addr:#x} on demand: killed"
+                ));
+                self.kill(SIGKILL);
+            }
+            _ => self.fault(SIGSEGV, &format!("page fault ({access:?}) at {addr:#x}")),
         }
     }
 
     /// The breakpoint trap: the engine's, or SIGTRAP.
     fn breakpoint(&mut self) {
         self.breakpoint_traps += 1;
-        let Some(pid) = self.kernel.current else {
+        let Some(tid) = self.kernel.current else {
             return;
         };
-        let handled = self.with_engine(pid, |call, cpu| match call {
+        let handled = self.with_engine(tid, |call, cpu| match call {
             EngineCall::Own(engine, space) => {
                 engine.handle_breakpoint(space, &mut CpuRegs(cpu)) == ruprobes::Trap::Handled
             }
@@ -472,6 +606,7 @@ impl Machine {
         });
         if handled != Some(true) {
             let pc = self.cpu.pc;
+            let pid = self.kernel.current_pid().unwrap_or(tid);
             self.diagnostics
                 .push(format!("pid {pid}: breakpoint at {pc:#x} is not a probe's"));
             self.kill(SIGTRAP);
@@ -480,11 +615,11 @@ impl Machine {
 
     /// Any other fault: fix up a pc inside an XOL slot, then kill.
     fn fault(&mut self, signal: i32, what: &str) {
-        let Some(pid) = self.kernel.current else {
+        let Some(tid) = self.kernel.current else {
             return;
         };
         let slot_pc = self.cpu.pc;
-        let fixed = self.with_engine(pid, |call, cpu| match call {
+        let fixed = self.with_engine(tid, |call, cpu| match call {
             EngineCall::Own(engine, space) => engine.fixup_fault(space, &mut CpuRegs(cpu)),
             EngineCall::Seed => seed_trap(cpu, ruprobes::seed::uprobes_fixup_fault),
         });
@@ -494,20 +629,23 @@ impl Machine {
         } else {
             String::new()
         };
+        let pid = self.kernel.current_pid().unwrap_or(tid);
         self.diagnostics
             .push(format!("pid {pid}: {what}, pc={pc:#x}{note}"));
         self.kill(signal);
     }
 
-    /// Runs `f` with the engine and the user space of process `pid` (in seed mode, with
-    /// the `extern "C"` hooks routed to that space), and the CPU. `None` if `pid` is gone.
+    /// Runs `f` with the engine and the user space of thread `tid` (in seed mode, with
+    /// the `extern "C"` hooks routed to that space), and the CPU. `None` if `tid` is gone.
     fn with_engine<R>(
         &mut self,
-        pid: Pid,
+        tid: Tid,
         f: impl FnOnce(EngineCall<'_>, &mut Cpu) -> R,
     ) -> Option<R> {
+        let pid = self.kernel.threads.get(&tid)?.pid;
         let proc = self.kernel.procs.get_mut(&pid)?;
-        let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
+        let mut space =
+            SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults).with_tid(tid);
         let cpu = &mut self.cpu;
         let result = match &self.engine {
             // Handlers that read user memory (eBPF helpers) reach the space through the
@@ -534,7 +672,12 @@ impl Machine {
         let Some(path) = self.kernel.procs.get(&pid).map(|p| p.image.name.clone()) else {
             return;
         };
-        let result = self.with_engine(pid, |call, _| match call {
+        let tid = self
+            .kernel
+            .current
+            .filter(|t| self.kernel.threads.get(t).is_some_and(|t| t.pid == pid))
+            .unwrap_or(pid);
+        let result = self.with_engine(tid, |call, _| match call {
             EngineCall::Own(engine, space) => engine.on_exec(space, &path),
             EngineCall::Seed => {
                 ruprobes::seed::uprobes_init();
@@ -547,11 +690,12 @@ impl Machine {
         }
     }
 
-    /// Tells the engine that `parent` forked `child`.
-    pub(crate) fn fork_hook(&mut self, parent: Pid, child: Pid) {
+    /// Tells the engine that thread `parent_tid` of `parent` forked `child` (whose first
+    /// thread is `child_tid`).
+    pub(crate) fn fork_hook(&mut self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
         match &self.engine {
-            Engine::Own(engine) => engine.on_fork(parent, parent, child, child),
-            Engine::Seed => ruprobes::seed::uprobes_fork(parent, parent, child, child),
+            Engine::Own(engine) => engine.on_fork(parent, parent_tid, child, child_tid),
+            Engine::Seed => ruprobes::seed::uprobes_fork(parent, parent_tid, child, child_tid),
         }
     }
 
@@ -560,6 +704,14 @@ impl Machine {
         match &self.engine {
             Engine::Own(engine) => engine.on_exit(pid),
             Engine::Seed => ruprobes::seed::uprobes_exit(pid),
+        }
+    }
+
+    /// Tells the engine that thread `tid` of `pid` is gone (the process lives on).
+    pub(crate) fn thread_exit_hook(&mut self, pid: Pid, tid: Tid) {
+        match &self.engine {
+            Engine::Own(engine) => engine.on_thread_exit(pid, tid),
+            Engine::Seed => {}
         }
     }
 

@@ -1,8 +1,9 @@
 //! `ruprobes-sim`: run RISC-V programs in the simulator, with bpftrace-like probes.
 //!
 //! ```text
-//! ruprobes-sim trace PROG [-p SPEC ...] [--bpf OBJ.o ...] [--quiet] [--json] [--max-insns N]
-//! ruprobes-sim run PROG [--max-insns N]
+//! ruprobes-sim trace PROG [-p SPEC ...] [--bpf OBJ.o ...] [--quiet] [--json] [--max-insns N] [OPTIONS] [-- ARGS...]
+//! ruprobes-sim run PROG [--max-insns N] [OPTIONS] [-- ARGS...]
+//!   OPTIONS: --env K=V (repeatable), --root DIR, --personality auto|linux|teaching
 //! ruprobes-sim scenarios [NAME ...]
 //! ruprobes-sim                      # traces the bundled fib demo
 //! ```
@@ -20,6 +21,13 @@
 //! `--json` prints one JSON document instead. `run` and `trace` exit with the program's exit
 //! code, or 128 + N if it was killed by signal N, like `qemu-riscv64`.
 //!
+//! The program gets `ARGS` as `argv[1..]` (`argv[0]` is PROG as given) and the `--env`
+//! variables as its whole environment; `--root DIR` is the guest's read-only `/` (files,
+//! and where `exec` also finds apps by name). The personality (the system-call interface)
+//! is chosen from the ELF unless given (see `ruprobes_sim::kernel::image`). `run` reads the
+//! guest's stdin from its own; when the program is killed, `run` says by what, where, on
+//! stderr.
+//!
 //! Errors are one line on stderr starting with `error:`; the exit code is 2 for a bad
 //! command line (including a malformed probe spec) and 1 for anything else.
 
@@ -27,8 +35,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ruprobes_sim::bpf::BpfObject;
+use ruprobes_sim::kernel::Personality;
 use ruprobes_sim::machine::{Config, Histogram, Machine, ProbeReport, ProbeRole, RunResult};
 use ruprobes_sim::{scenario, SimError};
 
@@ -41,6 +50,7 @@ Examples:
   ruprobes-sim trace fixtures/bin/insn_zoo.elf -p 'uprobe:zoo_*' --json
   ruprobes-sim trace fixtures/bin/greet.elf --bpf fixtures/bpf/greet.bpf.o
   ruprobes-sim run fixtures/bin/hello.elf
+  ruprobes-sim trace ./prog -p uprobe:main -p 'uretprobe:qsort' --env LANG=C -- in.txt
 
 run and trace exit with the program's exit code (128 + N if killed by signal N).";
 
@@ -78,6 +88,8 @@ enum Command {
         /// Instruction budget of the whole run.
         #[arg(long, value_name = "N")]
         max_insns: Option<u64>,
+        #[command(flatten)]
+        guest: Guest,
     },
     /// Run a program without probes.
     Run {
@@ -86,12 +98,48 @@ enum Command {
         /// Instruction budget of the whole run.
         #[arg(long, value_name = "N")]
         max_insns: Option<u64>,
+        #[command(flatten)]
+        guest: Guest,
     },
     /// Print the canonical scenarios' traces in the QEMU test kernel's block format.
     Scenarios {
         /// Scenario names (all when none).
         names: Vec<String>,
     },
+}
+
+/// What the program sees: its arguments, environment, files and system-call interface.
+#[derive(Args, Debug, Clone, Default)]
+struct Guest {
+    /// An environment variable of the program (repeatable); the environment is empty
+    /// otherwise.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<String>,
+    /// A host directory the program sees, read-only, as `/`.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The system-call interface: chosen from the ELF (auto), Linux, or the teaching
+    /// kernel's (rCore-Tutorial numbers).
+    #[arg(long, value_enum, default_value_t = PersonalityArg::Auto)]
+    personality: PersonalityArg,
+    /// Arguments of the program (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum PersonalityArg {
+    #[default]
+    Auto,
+    Linux,
+    Teaching,
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
 }
 
 /// A failure with its exit code.
@@ -138,10 +186,14 @@ fn main() -> ExitCode {
             quiet,
             json,
             max_insns,
-        }) => read_program(&prog).and_then(|p| trace(&p, &probes, &bpf, quiet, json, max_insns)),
-        Some(Command::Run { prog, max_insns }) => {
-            read_program(&prog).and_then(|p| run(&p, max_insns))
-        }
+            guest,
+        }) => read_program(&prog, guest)
+            .and_then(|p| trace(&p, &probes, &bpf, quiet, json, max_insns)),
+        Some(Command::Run {
+            prog,
+            max_insns,
+            guest,
+        }) => read_program(&prog, guest).and_then(|p| run(&p, max_insns)),
         Some(Command::Scenarios { names }) => scenarios(&names),
     };
     match result {
@@ -162,17 +214,42 @@ struct Program {
     elf: Vec<u8>,
     /// Its directory, where `exec` looks for sibling programs first.
     dir: Option<PathBuf>,
-    /// The path the user gave, for error messages.
+    /// The path the user gave, for error messages and `argv[0]`.
     shown: String,
+    /// Arguments, environment, root and personality.
+    guest: Guest,
 }
 
 impl Program {
     /// A machine with this program loaded.
     fn machine(&self, config: Config) -> Result<Machine, Failure> {
-        let mut machine = Machine::new(config);
+        let personality = match self.guest.personality {
+            PersonalityArg::Auto => Personality::Auto,
+            PersonalityArg::Linux => Personality::Linux,
+            PersonalityArg::Teaching => Personality::Teaching,
+        };
+        let mut machine = Machine::new(Config {
+            personality,
+            ..config
+        });
         if let Some(dir) = &self.dir {
             machine.set_image_dir(dir);
         }
+        if let Some(root) = &self.guest.root {
+            if !root.is_dir() {
+                return Err(SimError::Io {
+                    path: root.display().to_string(),
+                    message: "not a directory (--root)".into(),
+                }
+                .into());
+            }
+            machine.set_root(root);
+        }
+        let argv = std::iter::once(self.shown.clone())
+            .chain(self.guest.args.iter().cloned())
+            .collect();
+        machine.set_args(argv, self.guest.env.clone());
+        machine.set_stdin(std::io::stdin());
         machine.load(&self.name, &self.elf).map_err(|e| match e {
             // Name the file the user gave, not its probe key.
             SimError::BadElf { why, .. } => SimError::BadElf {
@@ -186,7 +263,7 @@ impl Program {
 }
 
 /// Reads the program at `path`.
-fn read_program(path: &Path) -> Result<Program, Failure> {
+fn read_program(path: &Path, guest: Guest) -> Result<Program, Failure> {
     let elf = std::fs::read(path).map_err(|e| SimError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -202,6 +279,7 @@ fn read_program(path: &Path) -> Result<Program, Failure> {
         elf,
         dir,
         shown,
+        guest,
     })
 }
 
@@ -224,6 +302,7 @@ fn trace_demo() -> Result<u8, Failure> {
         elf: DEMO_ELF.to_vec(),
         dir: None,
         shown: "fixtures/bin/fib.elf".into(),
+        guest: Guest::default(),
     };
     trace(&demo, &probes, &[], false, false, None)
 }
@@ -231,6 +310,10 @@ fn trace_demo() -> Result<u8, Failure> {
 fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
     let mut machine = program.machine(config(max_insns, true))?;
     let result = machine.run()?;
+    if let Some(note) = machine.kill_note() {
+        let _ = std::io::stdout().flush();
+        eprintln!("ruprobes-sim: {}: {note}", program.shown);
+    }
     Ok(result.status.shell_code() as u8)
 }
 

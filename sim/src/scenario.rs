@@ -29,6 +29,7 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
         message: e.to_string(),
     })?;
     let mut machine = Machine::new(Config::default());
+    machine.set_image_dir(Path::new(FIXTURES_DIR));
     machine.load(scenario.fixture, &elf)?;
     for spec in scenario.probes {
         machine.add_probes(spec)?;

@@ -67,6 +67,7 @@ pub struct SimSpace<'a> {
     mem: &'a mut PhysMem,
     aspace: &'a mut AddressSpace,
     pid: Pid,
+    tid: Tid,
     faults: &'a mut FaultInjection,
     /// Set when the page table changed, so the machine flushes the CPU's TLB.
     mapped: bool,
@@ -84,9 +85,17 @@ impl<'a> SimSpace<'a> {
             mem,
             aspace,
             pid,
+            tid: pid,
             faults,
             mapped: false,
         }
+    }
+
+    /// The same space as seen from thread `tid` of the process (the main thread's tid is
+    /// the pid).
+    pub fn with_tid(mut self, tid: Tid) -> Self {
+        self.tid = tid;
+        self
     }
 
     /// Whether a page was mapped through this space (the CPU's TLB must be flushed).
@@ -100,9 +109,8 @@ impl UserSpace for SimSpace<'_> {
         self.pid
     }
 
-    /// Processes are single-threaded: the thread id is the pid.
     fn tid(&self) -> Tid {
-        self.pid
+        self.tid
     }
 
     fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<(), Fault> {

@@ -190,6 +190,45 @@ pub fn leaves(mem: &PhysMem, root: u64) -> Vec<(u64, u64, u64)> {
     out
 }
 
+/// The 4 KiB leaf mappings with `start <= va < end` (user half, below 2^38) as
+/// `(va, pa, flags)`, in address order. Absent subtables are skipped whole, so a huge range
+/// costs what is mapped in it, not its size.
+pub fn leaves_in(mem: &PhysMem, root: u64, start: u64, end: u64) -> Vec<(u64, u64, u64)> {
+    const GIB: u64 = 1 << 30;
+    const MIB2: u64 = 1 << 21;
+    let end = end.min(1 << 38);
+    let mut out = Vec::new();
+    let mut va = start & !(PAGE_SIZE - 1);
+    while va < end {
+        let Some(l2) = mem.read_u64(root + vpn(va, 2) * 8) else {
+            break;
+        };
+        if l2 & PTE_V == 0 || l2 & (PTE_R | PTE_W | PTE_X) != 0 {
+            va = (va | (GIB - 1)) + 1;
+            continue;
+        }
+        let l1_table = pte_addr(l2);
+        let Some(l1) = mem.read_u64(l1_table + vpn(va, 1) * 8) else {
+            break;
+        };
+        if l1 & PTE_V == 0 || l1 & (PTE_R | PTE_W | PTE_X) != 0 {
+            va = (va | (MIB2 - 1)) + 1;
+            continue;
+        }
+        let l0_table = pte_addr(l1);
+        let stop = ((va | (MIB2 - 1)) + 1).min(end);
+        while va < stop {
+            if let Some(pte) = mem.read_u64(l0_table + vpn(va, 0) * 8) {
+                if pte & PTE_V != 0 {
+                    out.push((va, pte_addr(pte), pte & PTE_FLAGS));
+                }
+            }
+            va += PAGE_SIZE;
+        }
+    }
+    out
+}
+
 /// Frees the table frames under `root` (root included), not the mapped frames.
 pub fn free_tables(mem: &mut PhysMem, root: u64) {
     let l1: Vec<u64> = subtables(mem, root).map(|(_, t)| t).collect();
@@ -248,6 +287,23 @@ mod tests {
             Err(MapError::BadPhysAddr(0x1000))
         );
         assert_eq!(translate(&mem, root, bad), None);
+    }
+
+    #[test]
+    fn leaves_in_skips_holes_and_stays_in_range() {
+        let mut mem = PhysMem::new(16);
+        let root = new_root(&mut mem).unwrap();
+        let frame = mem.alloc_frame().unwrap();
+        for va in [0x10000, 0x11000, 0x4000_0000, 0x20_0000_0000] {
+            map_page(&mut mem, root, va, frame, PTE_R).unwrap();
+        }
+        let vas = |s, e| -> Vec<u64> { leaves_in(&mem, root, s, e).iter().map(|l| l.0).collect() };
+        assert_eq!(
+            vas(0, 1 << 38),
+            [0x10000, 0x11000, 0x4000_0000, 0x20_0000_0000]
+        );
+        assert_eq!(vas(0x11000, 0x4000_0001), [0x11000, 0x4000_0000]);
+        assert_eq!(vas(0x12000, 0x4000_0000), Vec::<u64>::new());
     }
 
     #[test]

@@ -95,6 +95,22 @@ impl SymbolTable {
         }
     }
 
+    /// The same symbols moved up by `base` (a position-independent image loaded there).
+    pub fn relocated(self, base: u64) -> Self {
+        if base == 0 {
+            return self;
+        }
+        let moved = self
+            .sorted
+            .into_iter()
+            .map(|s| Symbol {
+                addr: s.addr.wrapping_add(base),
+                ..s
+            })
+            .collect();
+        Self::new(moved)
+    }
+
     /// Every symbol, sorted by address (ties: the winner first).
     pub fn symbols(&self) -> &[Symbol] {
         &self.sorted

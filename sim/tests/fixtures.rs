@@ -37,6 +37,7 @@ fn every_fixture_matches_the_manifest() {
         let expected = std::fs::read(dir.join(format!("{}.stdout", entry.name)))
             .unwrap_or_else(|e| panic!("{}: {e}", entry.name));
         let mut machine = Machine::new(Config::default());
+        machine.set_image_dir(dir);
         machine
             .load(&entry.name, &elf)
             .unwrap_or_else(|e| panic!("{}: {e}", entry.name));

@@ -19,6 +19,7 @@ fn elf(name: &str) -> Vec<u8> {
 
 fn machine(name: &str, config: Config) -> Machine {
     let mut m = Machine::new(config);
+    m.set_image_dir(Path::new(FIXTURES_DIR));
     m.load(name, &elf(name)).unwrap_or_else(|e| panic!("{e}"));
     m
 }

@@ -37,6 +37,7 @@ fn run_seed(name: &str) -> RunResult {
         seed: true,
         ..Config::default()
     });
+    machine.set_image_dir(Path::new(FIXTURES_DIR));
     machine
         .load(name, &elf(name))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -1,5 +1,8 @@
 //! One process's address space: an Sv39 page table in emulated physical memory plus the
-//! kernel's view of it (user-checked and kernel-privileged copies, XOL pages, fork).
+//! kernel's view of it (user-checked and kernel-privileged copies, XOL pages, fork) and its
+//! areas ([`Vma`]s, managed by [`crate::kernel::memory`]).
+
+use std::collections::BTreeMap;
 
 use ruprobes::Fault;
 
@@ -14,8 +17,20 @@ pub const STACK_TOP: u64 = 0x4000_0000;
 pub const STACK_PAGES: u64 = 16;
 /// The first XOL page; later ones follow upward.
 pub const XOL_BASE: u64 = 0x3000_0000;
+/// How far the stack may grow down on demand (when the address space has a stack area).
+pub const STACK_MAX: u64 = 8 << 20;
 /// XOL pages may not grow into the stack.
-const XOL_LIMIT: u64 = STACK_TOP - STACK_PAGES * PAGE_SIZE;
+const XOL_LIMIT: u64 = STACK_TOP - STACK_MAX;
+
+/// One area of the address space: pages in it that are not mapped yet are mapped (zeroed)
+/// when first touched, if `perms` allow the access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vma {
+    /// End (exclusive, page-aligned); the start is the key in [`AddressSpace::vmas`].
+    pub end: u64,
+    /// What user accesses may do (all false: `PROT_NONE`).
+    pub perms: Perms,
+}
 
 /// What an access needs from the page's PTE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +70,13 @@ pub struct AddressSpace {
     pub root: u64,
     /// Where the next XOL page goes.
     xol_next: u64,
+    /// The areas, by start address (empty for a teaching-kernel process: nothing is mapped
+    /// on demand).
+    pub vmas: BTreeMap<u64, Vma>,
+    /// Where the program break started and where it is now.
+    pub brk_start: u64,
+    /// The current program break.
+    pub brk: u64,
 }
 
 impl AddressSpace {
@@ -64,12 +86,30 @@ impl AddressSpace {
         Ok(AddressSpace {
             root,
             xol_next: XOL_BASE,
+            vmas: BTreeMap::new(),
+            brk_start: 0,
+            brk: 0,
         })
     }
 
-    /// A fresh address space holding `image` and an empty user stack.
-    pub fn with_image(mem: &mut PhysMem, image: &Image) -> Result<Self, SimError> {
+    /// A fresh address space holding `image` and an empty user stack of [`STACK_PAGES`].
+    /// With `areas`, the image, the stack (growing on demand to [`STACK_MAX`]) and the
+    /// program break (at the image's end) are also areas, as the Linux personality needs.
+    pub fn with_image(mem: &mut PhysMem, image: &Image, areas: bool) -> Result<Self, SimError> {
         let mut space = Self::new(mem)?;
+        if areas {
+            for page in &image.pages {
+                space.add_area(page.va, page.va + PAGE_SIZE, page.perms);
+            }
+            let stack = Perms {
+                read: true,
+                write: true,
+                exec: false,
+            };
+            space.add_area(STACK_TOP - STACK_MAX, STACK_TOP, stack);
+            space.brk_start = image.end;
+            space.brk = image.end;
+        }
         let result = space.populate(mem, image);
         if let Err(e) = result {
             space.free(mem);
@@ -94,7 +134,7 @@ impl AddressSpace {
     }
 
     /// Maps a freshly allocated frame at `va` (with `bytes` copied in, zeros otherwise).
-    fn map_new(
+    pub(crate) fn map_new(
         &mut self,
         mem: &mut PhysMem,
         va: u64,
@@ -122,10 +162,18 @@ impl AddressSpace {
         Ok(va)
     }
 
+    /// The end of the XOL pages mapped so far.
+    pub(crate) fn xol_end(&self) -> u64 {
+        self.xol_next
+    }
+
     /// A copy of this address space: every page (XOL pages included) copied to new frames.
     pub fn fork(&self, mem: &mut PhysMem) -> Result<Self, SimError> {
         let mut child = Self::new(mem)?;
         child.xol_next = self.xol_next;
+        child.vmas = self.vmas.clone();
+        child.brk_start = self.brk_start;
+        child.brk = self.brk;
         let mut page = vec![0u8; PAGE_SIZE as usize];
         for (va, pa, flags) in sv39::leaves(mem, self.root) {
             mem.read(pa, &mut page);
@@ -197,7 +245,7 @@ impl AddressSpace {
         Ok(())
     }
 
-    fn physical(&self, mem: &PhysMem, va: u64, access: Access) -> Result<u64, Fault> {
+    pub(crate) fn physical(&self, mem: &PhysMem, va: u64, access: Access) -> Result<u64, Fault> {
         match sv39::translate(mem, self.root, va) {
             Some((pa, flags)) if access.allowed(flags) => Ok(pa),
             _ => Err(fault(va)),

@@ -1,11 +1,23 @@
 //! Program images: a RISC-V 64 ELF executable checked and cut into the pages the kernel
 //! maps, with its symbols kept for probe specs and traces.
+//!
+//! Both static executables (`ET_EXEC`) and static position-independent ones (`ET_DYN`
+//! without `PT_INTERP`, `-static-pie`) load; the latter at [`DYN_BASE`], with their symbols
+//! relocated by it. A dynamically linked program (`PT_INTERP`) is refused: it needs the
+//! dynamic loader.
+//!
+//! Which ABI the image was built for ([`Image::linux_abi`]) decides the machine's automatic
+//! personality: it is Linux when any of these marks is there (each is put by the C library or
+//! the Linux toolchain, never by a freestanding teaching-kernel app): `EI_OSABI` is GNU/Linux,
+//! a `.note.ABI-tag` section (glibc's start files), a `__libc_start_main` symbol (glibc, musl,
+//! and so every Rust std program), a `PT_TLS` segment (thread-local storage needs a libc), or
+//! the image is `ET_DYN` (static-pie). Anything else is a teaching-kernel app.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use goblin::elf::header::{EM_RISCV, ET_EXEC};
-use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_LOAD};
+use goblin::elf::header::{EI_OSABI, ELFOSABI_GNU, EM_RISCV, ET_DYN, ET_EXEC};
+use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_INTERP, PT_LOAD, PT_PHDR, PT_TLS};
 use goblin::elf::Elf;
 
 use crate::error::SimError;
@@ -19,6 +31,8 @@ pub const USER_MIN: u64 = PAGE_SIZE;
 pub const USER_LOAD_LIMIT: u64 = 0x3000_0000;
 /// Largest total size of a program's loadable segments.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// Where a position-independent (`ET_DYN`) image is loaded.
+pub const DYN_BASE: u64 = 0x0100_0000;
 
 /// Page permissions of a loaded segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,8 +75,20 @@ pub struct Image {
     pub entry: u64,
     /// Every page to map, in address order.
     pub pages: Vec<ImagePage>,
-    /// The text symbols.
+    /// The text symbols (relocated by `base`).
     pub symbols: SymbolTable,
+    /// What the image's addresses were moved by (0 for `ET_EXEC`).
+    pub base: u64,
+    /// Where the program headers are in memory (0 if no segment maps them), for `AT_PHDR`.
+    pub phdr: u64,
+    /// Size of one program header (`AT_PHENT`).
+    pub phent: u64,
+    /// Number of program headers (`AT_PHNUM`).
+    pub phnum: u64,
+    /// The end of the highest segment, page-aligned up: where the program break starts.
+    pub end: u64,
+    /// Whether the image carries a Linux/libc mark (see the module documentation).
+    pub linux_abi: bool,
 }
 
 impl Image {
@@ -83,42 +109,46 @@ impl Image {
                 if elf.is_64 { 64 } else { 32 }
             )));
         }
-        if elf.header.e_type != ET_EXEC {
-            return Err(bad("not a statically linked executable (ET_EXEC)".into()));
+        if elf.program_headers.iter().any(|ph| ph.p_type == PT_INTERP) {
+            return Err(bad(
+                "dynamically linked (PT_INTERP): it needs the dynamic loader, which the simulator does not provide; link it statically (-static)".into(),
+            ));
         }
+        let base = match elf.header.e_type {
+            ET_EXEC => 0,
+            ET_DYN => DYN_BASE,
+            other => {
+                return Err(bad(format!(
+                    "not an executable (ELF type {other}; ET_EXEC or static-pie ET_DYN needed)"
+                )))
+            }
+        };
         let mut pages: BTreeMap<u64, ImagePage> = BTreeMap::new();
         let mut total = 0u64;
+        let mut image_end = 0u64;
         for ph in elf
             .program_headers
             .iter()
             .filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0)
         {
-            let end = ph
-                .p_vaddr
+            let vaddr = ph.p_vaddr.wrapping_add(base);
+            let end = vaddr
                 .checked_add(ph.p_memsz)
                 .filter(|&end| end <= USER_LOAD_LIMIT);
-            let Some(end) = end.filter(|_| ph.p_vaddr >= USER_MIN) else {
+            let Some(end) = end.filter(|_| vaddr >= USER_MIN) else {
                 return Err(bad(format!(
                     "segment at {:#x} lies outside the user load area",
-                    ph.p_vaddr
+                    vaddr
                 )));
             };
             if ph.p_filesz > ph.p_memsz {
-                return Err(bad(format!(
-                    "segment at {:#x} has filesz > memsz",
-                    ph.p_vaddr
-                )));
+                return Err(bad(format!("segment at {:#x} has filesz > memsz", vaddr)));
             }
             let file = usize::try_from(ph.p_offset)
                 .ok()
                 .zip(usize::try_from(ph.p_filesz).ok())
                 .and_then(|(off, len)| bytes.get(off..off.checked_add(len)?))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "segment at {:#x} lies outside the file",
-                        ph.p_vaddr
-                    ))
-                })?;
+                .ok_or_else(|| bad(format!("segment at {:#x} lies outside the file", vaddr)))?;
             total += ph.p_memsz;
             if total > MAX_IMAGE_BYTES {
                 return Err(bad("loadable segments exceed 64 MiB".into()));
@@ -128,7 +158,8 @@ impl Image {
                 write: ph.p_flags & PF_W != 0,
                 exec: ph.p_flags & PF_X != 0,
             };
-            let mut va = ph.p_vaddr & !(PAGE_SIZE - 1);
+            image_end = image_end.max(end);
+            let mut va = vaddr & !(PAGE_SIZE - 1);
             while va < end {
                 let page = pages.entry(va).or_insert_with(|| ImagePage {
                     va,
@@ -137,30 +168,43 @@ impl Image {
                 });
                 page.perms = page.perms.union(perms);
                 // Copy the part of the file bytes that falls in this page.
-                let lo = va.max(ph.p_vaddr);
-                let hi = (va + PAGE_SIZE).min(ph.p_vaddr + ph.p_filesz);
+                let lo = va.max(vaddr);
+                let hi = (va + PAGE_SIZE).min(vaddr + ph.p_filesz);
                 if lo < hi {
-                    let src = &file[(lo - ph.p_vaddr) as usize..(hi - ph.p_vaddr) as usize];
+                    let src = &file[(lo - vaddr) as usize..(hi - vaddr) as usize];
                     page.bytes[(lo - va) as usize..(hi - va) as usize].copy_from_slice(src);
                 }
                 va += PAGE_SIZE;
             }
         }
+        let entry = elf.entry.wrapping_add(base);
         let entry_ok = pages
-            .get(&(elf.entry & !(PAGE_SIZE - 1)))
+            .get(&(entry & !(PAGE_SIZE - 1)))
             .is_some_and(|p| p.perms.exec);
         if !entry_ok {
             return Err(bad(format!(
-                "entry point {:#x} is not in an executable segment",
-                elf.entry
+                "entry point {entry:#x} is not in an executable segment"
             )));
         }
+        let phdr = program_headers_address(&elf).map_or(0, |a| a.wrapping_add(base));
         Ok(Arc::new(Image {
             name: name.to_string(),
-            entry: elf.entry,
+            entry,
             pages: pages.into_values().collect(),
-            symbols: SymbolTable::from_elf(&elf),
+            symbols: SymbolTable::from_elf(&elf).relocated(base),
+            base,
+            phdr,
+            phent: u64::from(elf.header.e_phentsize),
+            phnum: elf.program_headers.len() as u64,
+            end: image_end.next_multiple_of(PAGE_SIZE),
+            linux_abi: linux_marks(&elf),
         }))
+    }
+
+    /// Whether the page holding `addr` belongs to the image.
+    pub fn maps(&self, addr: u64) -> bool {
+        let va = addr & !(PAGE_SIZE - 1);
+        self.pages.binary_search_by_key(&va, |p| p.va).is_ok()
     }
 
     /// The initial bytes of `len` bytes at `addr`, if every byte lies in a loaded page.
@@ -209,6 +253,34 @@ impl Image {
     }
 }
 
+/// The (unrelocated) address of the program headers: `PT_PHDR`, or where a `PT_LOAD` that
+/// covers them in the file maps them.
+fn program_headers_address(elf: &Elf<'_>) -> Option<u64> {
+    if let Some(ph) = elf.program_headers.iter().find(|ph| ph.p_type == PT_PHDR) {
+        return Some(ph.p_vaddr);
+    }
+    let off = elf.header.e_phoff;
+    elf.program_headers
+        .iter()
+        .find(|ph| ph.p_type == PT_LOAD && ph.p_offset <= off && off < ph.p_offset + ph.p_filesz)
+        .map(|ph| ph.p_vaddr + (off - ph.p_offset))
+}
+
+/// Whether `elf` carries a mark of the Linux ABI (see the module documentation).
+fn linux_marks(elf: &Elf<'_>) -> bool {
+    elf.header.e_ident[EI_OSABI] == ELFOSABI_GNU
+        || elf.header.e_type == ET_DYN
+        || elf.program_headers.iter().any(|ph| ph.p_type == PT_TLS)
+        || elf
+            .section_headers
+            .iter()
+            .any(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".note.ABI-tag"))
+        || elf
+            .syms
+            .iter()
+            .any(|sym| elf.strtab.get_at(sym.st_name) == Some("__libc_start_main"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +316,10 @@ mod tests {
             "W^X"
         );
         assert_eq!(image.symbols.resolve("fib"), Some(0x10014));
+        assert!(
+            !image.linux_abi,
+            "a freestanding fixture is a teaching-kernel app"
+        );
         // `addi sp, sp, -48` (c.addi16sp) starts fib.
         assert_eq!(image.initial_bytes(0x10014, 2), Some(vec![0x79, 0x71]));
         assert_eq!(image.initial_bytes(0x2000_0000, 1), None);
@@ -256,12 +332,25 @@ mod tests {
         let mut x86 = elf.clone();
         x86[18] = 62; // e_machine = EM_X86_64
         assert!(why(Image::parse("x", &x86)).starts_with("not a RISC-V 64 executable"));
-        let mut dynamic = elf.clone();
-        dynamic[16] = 3; // e_type = ET_DYN
-        assert!(why(Image::parse("x", &dynamic)).contains("ET_EXEC"));
+        let mut relocatable = elf.clone();
+        relocatable[16] = 1; // e_type = ET_REL
+        assert!(why(Image::parse("x", &relocatable)).contains("ET_EXEC"));
+        let mut class32 = elf.clone();
+        class32[4] = 1; // EI_CLASS = ELFCLASS32
+        assert!(Image::parse("x", &class32).is_err());
         let mut entry = elf.clone();
         entry[24..32].copy_from_slice(&0x2000_0000u64.to_le_bytes());
         assert!(why(Image::parse("x", &entry)).contains("entry point"));
+        let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap_or_default()) as usize;
+        let mut dynamic = elf.clone();
+        dynamic[phoff..phoff + 4].copy_from_slice(&PT_INTERP.to_le_bytes());
+        assert!(why(Image::parse("x", &dynamic)).contains("link it statically"));
+        let mut pie = elf.clone();
+        pie[16] = 3; // e_type = ET_DYN: loaded at DYN_BASE, symbols relocated
+        let pie = Image::parse("x", &pie).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pie.entry, 0x10000 + DYN_BASE);
+        assert_eq!(pie.symbols.resolve("fib"), Some(0x10014 + DYN_BASE));
+        assert!(pie.linux_abi, "static-pie is a Linux mark");
         let truncated = &elf[..elf.len() / 3];
         assert!(Image::parse("x", truncated).is_err());
     }
