@@ -1,7 +1,7 @@
 //! ruprobes-sim: a RISC-V user-mode machine that runs real programs under ruprobes.
 //!
 //! Layers, bottom up: [`mem`] (emulated physical memory and frames), [`sv39`] (page
-//! tables in it), [`cpu`] (the RV64IMAC interpreter), [`kernel`] (processes, ELF images,
+//! tables in it), [`cpu`] (the RV64GC interpreter), [`kernel`] (processes, ELF images,
 //! system calls, the cooperative scheduler), [`space`] (the engine's view of a process's
 //! memory, with fault injection), [`machine`] (all of it plus a ruprobes engine and the
 //! [`trace`]), [`probes`] (probe specs, tracing consumers, counters), [`scenario`] (the canonical scenarios in the QEMU kernel's block format),

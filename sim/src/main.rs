@@ -58,7 +58,7 @@ run and trace exit with the program's exit code (128 + N if killed by signal N).
 const DEMO_ELF: &[u8] = include_bytes!("../../fixtures/bin/fib.elf");
 const DEMO_PROBES: [&str; 2] = ["uprobe:fib", "uretprobe:fib"];
 
-/// Run RISC-V (RV64IMAC) programs in a simulator with ruprobes uprobes.
+/// Run RISC-V (RV64GC) programs in a simulator with ruprobes uprobes.
 #[derive(Parser, Debug)]
 #[command(name = "ruprobes-sim", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
