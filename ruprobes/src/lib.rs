@@ -66,7 +66,12 @@ pub use probe::{Consumer, ConsumerId, EntryFn, Hit, ProbeStats, ProbeStatus, Ret
 pub use regs::{abi, TrapContext, UserRegs};
 pub use space::{ImageReader, Pid, Tid, UserSpace, NO_PID};
 /// The `spin` crate the core is built with, for kernels that name its types (the seed
-/// face's [`SeedHandler`](crate::seed::SeedHandler) is an `Arc<spin::Mutex<..>>`).
+/// face's `SeedHandler` is an `Arc<spin::Mutex<..>>`).
 pub use spin;
 pub use uretprobe::MAX_RETURN_DEPTH;
 pub use xol::{SLOTS_PER_PAGE, SLOT_SIZE};
+
+/// The crate README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

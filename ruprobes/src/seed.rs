@@ -1,16 +1,16 @@
 //! The original ruprobes face: free functions over one global engine, reaching user memory
-//! through functions the kernel exports with `#[no_mangle] extern "C"`.
+//! through functions the kernel exports with `#[unsafe(no_mangle)] extern "C"`.
 //!
 //! The kernel defines (all FFI-safe):
 //!
 //! ```text
-//! #[no_mangle] pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32;
-//! #[no_mangle] pub extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usize) -> i32;
-//! #[no_mangle] pub extern "C" fn os_current_pid() -> usize;
-//! #[no_mangle] pub extern "C" fn os_current_tid() -> usize;
-//! #[no_mangle] pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize;
-//! #[no_mangle] pub extern "C" fn os_map_xol_page() -> usize;
-//! #[no_mangle] pub extern "C" fn os_flush_icache(addr: usize, len: usize);
+//! #[unsafe(no_mangle)] pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usize) -> i32;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_current_pid() -> usize;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_current_tid() -> usize;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_map_xol_page() -> usize;
+//! #[unsafe(no_mangle)] pub extern "C" fn os_flush_icache(addr: usize, len: usize);
 //! ```
 //!
 //! The copy functions return 0 on success and non-zero on a fault, and must never panic on

@@ -34,7 +34,7 @@ fn set_current(space: Option<FakeSpace>, path: &'static str) -> Option<FakeSpace
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), space))
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usize) -> i32 {
     COPIES.with(|c| c.set(c.get() + 1));
     // SAFETY: the engine passes a buffer valid for `len` bytes of writes.
@@ -45,7 +45,7 @@ pub extern "C" fn os_copy_from_user(usr_addr: usize, kern_buf: *mut u8, len: usi
     }
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usize) -> i32 {
     COPIES.with(|c| c.set(c.get() + 1));
     // SAFETY: the engine passes a buffer valid for `len` bytes of reads.
@@ -56,17 +56,17 @@ pub extern "C" fn os_copy_to_user(usr_addr: usize, kern_buf: *const u8, len: usi
     }
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_current_pid() -> usize {
     with_current(|s| s.pid).unwrap_or(NO_PID)
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_current_tid() -> usize {
     with_current(|s| s.tid).unwrap_or(NO_PID)
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize {
     if with_current(|_| ()).is_none() {
         return -1;
@@ -80,12 +80,12 @@ pub extern "C" fn os_current_exec_path(buf: *mut u8, cap: usize) -> isize {
     path.len() as isize
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_map_xol_page() -> usize {
     with_current(|s| s.map_xol_page().unwrap_or(0)).unwrap_or(0)
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn os_flush_icache(_addr: usize, _len: usize) {}
 
 // addi sp, sp, -16 ; sd ra, 8(sp) ; ebreak (the program's own)
