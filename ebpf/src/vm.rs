@@ -511,3 +511,156 @@ fn mask(len: usize) -> u64 {
         (1u64 << (8 * len)) - 1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel with nothing in it.
+    struct NoEnv;
+
+    impl Env for NoEnv {
+        fn read_user(&mut self, _: u64, _: &mut [u8]) -> bool {
+            false
+        }
+        fn pid_tgid(&self) -> u64 {
+            0
+        }
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn print(&mut self, _: &str) {}
+    }
+
+    fn insn(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+        opc as u64
+            | ((dst as u64) << 8)
+            | ((src as u64) << 12)
+            | ((off as u16 as u64) << 16)
+            | ((imm as u32 as u64) << 32)
+    }
+
+    const EXIT: u64 = 0x95;
+
+    fn exec(words: &[u64], budget: u64) -> Result<u64, VmError> {
+        let mut stack = [0u8; STACK_SIZE];
+        let mut mem = Memory {
+            ctx: &[7; 16],
+            stack: &mut stack,
+            globals: &mut [],
+            maps: &mut [],
+        };
+        run(words, &mut mem, &mut NoEnv, budget)
+    }
+
+    fn r0(words: &[u64]) -> u64 {
+        let mut all = words.to_vec();
+        all.push(EXIT);
+        exec(&all, 1000).unwrap()
+    }
+
+    #[test]
+    fn arithmetic_64_and_32_bit() {
+        assert_eq!(
+            r0(&[insn(0xb7, 0, 0, 0, -1)]),
+            u64::MAX,
+            "mov64 sign-extends"
+        );
+        assert_eq!(
+            r0(&[insn(0xb4, 0, 0, 0, -1)]),
+            0xffff_ffff,
+            "mov32 zero-extends"
+        );
+        let div0 = [insn(0xb7, 0, 0, 0, 9), insn(0x37, 0, 0, 0, 0)];
+        assert_eq!(r0(&div0), 0, "x / 0 = 0");
+        let mod0 = [insn(0xb7, 0, 0, 0, 9), insn(0x97, 0, 0, 0, 0)];
+        assert_eq!(r0(&mod0), 9, "x % 0 = x");
+        let arsh = [insn(0xb7, 0, 0, 0, -16), insn(0xc7, 0, 0, 0, 2)];
+        assert_eq!(r0(&arsh), (-4i64) as u64);
+        let lsh = [
+            insn(0xb7, 0, 0, 0, 1),
+            insn(0xb7, 1, 0, 0, 65),
+            insn(0x6f, 0, 1, 0, 0),
+        ];
+        assert_eq!(r0(&lsh), 2, "shift amounts are masked");
+        let wrap32 = [insn(0xb4, 0, 0, 0, -1), insn(0x04, 0, 0, 0, 1)];
+        assert_eq!(r0(&wrap32), 0, "add32 wraps at 32 bits");
+        let neg = [insn(0xb7, 0, 0, 0, 5), insn(0x87, 0, 0, 0, 0)];
+        assert_eq!(r0(&neg), (-5i64) as u64);
+        let be16 = [insn(0xb7, 0, 0, 0, 0x1234), insn(0xdc, 0, 0, 0, 16)];
+        assert_eq!(r0(&be16), 0x3412);
+        let lddw = [insn(0x18, 0, 0, 0, 0x5678), insn(0, 0, 0, 0, 0x1234)];
+        assert_eq!(r0(&lddw), 0x1234_0000_5678);
+    }
+
+    #[test]
+    fn signed_unsigned_and_32_bit_jumps() {
+        // r1 = -1; r0 = 1 if the jump is taken, else 2.
+        let jump = |opc: u8, imm: i32| {
+            r0(&[
+                insn(0xb7, 1, 0, 0, -1),
+                insn(0xb7, 0, 0, 0, 2),
+                insn(opc, 1, 0, 1, imm),
+                EXIT,
+                insn(0xb7, 0, 0, 0, 1),
+            ])
+        };
+        assert_eq!(jump(0x25, 0), 1, "jgt: 2^64-1 > 0");
+        assert_eq!(jump(0x65, 0), 2, "jsgt: -1 > 0 is false");
+        assert_eq!(jump(0xc5, 0), 1, "jslt: -1 < 0");
+        assert_eq!(jump(0x15, -1), 1, "jeq with a sign-extended immediate");
+        assert_eq!(jump(0x26, 0), 1, "jgt32 on the low half");
+        assert_eq!(jump(0x45, 0x10), 1, "jset");
+    }
+
+    #[test]
+    fn atomics_on_the_stack() {
+        let words = [
+            insn(0x7a, 10, 0, -8, 5),    // *(u64 *)(r10 - 8) = 5
+            insn(0xb7, 1, 0, 0, 3),      // r1 = 3
+            insn(0xdb, 10, 1, -8, 0x01), // r1 = fetch_add(r10 - 8, r1): 5, memory 8
+            insn(0x79, 0, 10, -8, 0),    // r0 = *(u64 *)(r10 - 8)
+            insn(0x0f, 0, 1, 0, 0),      // r0 += r1
+        ];
+        assert_eq!(r0(&words), 8 + 5);
+        let cmpxchg = [
+            insn(0x7a, 10, 0, -8, 5),
+            insn(0xb7, 0, 0, 0, 5),
+            insn(0xb7, 1, 0, 0, 9),
+            insn(0xdb, 10, 1, -8, ATOMIC_CMPXCHG),
+            insn(0x79, 0, 10, -8, 0),
+        ];
+        assert_eq!(r0(&cmpxchg), 9, "cmpxchg stored when r0 matched");
+    }
+
+    #[test]
+    fn bounds_read_only_context_and_budget() {
+        let oob = [insn(0x7a, 10, 0, 0, 1), EXIT];
+        assert_eq!(
+            exec(&oob, 100).unwrap_err(),
+            VmError::OutOfBounds {
+                insn: 0,
+                write: true,
+                addr: (REGION_STACK << REGION_SHIFT) + STACK_SIZE as u64,
+                len: 8
+            },
+            "just past the stack"
+        );
+        // The context is 16 bytes: an 8-byte load at offset 12 crosses its end.
+        let ctx_end = [insn(0x79, 0, 1, 12, 0), EXIT];
+        assert!(matches!(
+            exec(&ctx_end, 100),
+            Err(VmError::OutOfBounds { .. })
+        ));
+        assert_eq!(r0(&[insn(0x79, 0, 1, 8, 0)]), 0x0707_0707_0707_0707);
+        let ctx_store = [insn(0x7a, 1, 0, 0, 1), EXIT];
+        assert!(matches!(
+            exec(&ctx_store, 100),
+            Err(VmError::ReadOnly { .. })
+        ));
+        let null = [insn(0xb7, 1, 0, 0, 0), insn(0x79, 0, 1, 0, 0), EXIT];
+        assert!(matches!(exec(&null, 100), Err(VmError::OutOfBounds { .. })));
+        let spin = [insn(0x05, 0, 0, -1, 0)];
+        assert_eq!(exec(&spin, 50).unwrap_err(), VmError::Budget { limit: 50 });
+    }
+}
