@@ -563,6 +563,12 @@ mod tests {
     }
 
     #[test]
+    fn a_predecoded_instruction_stays_small() {
+        // The decode cache holds one per 2-byte parcel of every executed page.
+        assert_eq!(std::mem::size_of::<Insn>(), 12);
+    }
+
+    #[test]
     fn decodes_representative_compressed_forms() {
         assert_eq!(decode16(0x9002).op, Op::Ebreak); // c.ebreak
         assert_eq!(decode16(0x0000).op, Op::Illegal);

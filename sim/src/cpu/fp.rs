@@ -9,7 +9,7 @@
 //!   raises NV.
 //! - Overflow and underflow are signalled as IEEE 754 defines them from the result rounded
 //!   with an unbounded exponent (tininess after rounding, as RISC-V specifies), which
-//!   `rustc_apfloat` does not do at two boundaries: [`unbounded_flags`] fixes those.
+//!   `rustc_apfloat` does not do at two boundaries: `unbounded_flags` fixes those.
 //! - Conversions to integers saturate (NaN converts to the largest value) and raise NV.
 //! - The rounding mode is the instruction's `rm` field, or `frm` for the dynamic mode 7;
 //!   an invalid mode (5 and 6 statically, or `frm` >= 5 dynamically) is an illegal
@@ -564,7 +564,6 @@ impl Cpu {
         let f = &self.fp.f;
         let a = F::from_reg(f[rs1]);
         let b = F::from_reg(f[(i.rs2 & 31) as usize]);
-        let c = F::from_reg(f[(i.rs3 & 31) as usize]);
         let x1 = self.x[rs1];
         // Each arm gives (the new f[rd] or x[rd], whether it is an x register, flags).
         let (value, to_x, flags) = match op {
@@ -599,6 +598,7 @@ impl Cpu {
             // same way (fnmsub = -(a*b) + c, fnmadd = -(a*b) - c).
             FpOp::Madd | FpOp::Msub | FpOp::Nmsub | FpOp::Nmadd => {
                 let round = self.rounding(i)?;
+                let c = F::from_reg(f[(i.rs3 & 31) as usize]);
                 let (a, c) = match op {
                     FpOp::Madd => (a, c),
                     FpOp::Msub => (a, -c),
