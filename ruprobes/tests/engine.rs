@@ -1029,3 +1029,53 @@ fn return_handlers_see_the_return_address_as_pc() {
     assert_eq!(regs.pc(), 0x5000);
     assert_eq!(*seen.lock().unwrap(), [(0x5000, 0x5000)]);
 }
+
+/// Counts the warnings logged about one path (the logger is global to the test binary).
+struct WarningCounter;
+
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl log::Log for WarningCounter {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            WARNINGS.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn an_arm_refusal_is_logged_once_not_at_every_exec() {
+    static LOGGER: WarningCounter = WarningCounter;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Warn);
+    const ONCE: &str = "/bin/logged-once";
+    let engine = Uprobes::new();
+    engine
+        .register(ONCE, at(ECALL), Consumer::new(), None)
+        .unwrap();
+    for pid in 1..=3 {
+        let mut space = FakeSpace::with_text(pid, &program());
+        assert!(
+            engine.on_exec(&mut space, ONCE).is_err(),
+            "every exec reports it"
+        );
+    }
+    let about = |w: &String| w.contains(ONCE);
+    let warnings: Vec<String> = WARNINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| about(w))
+        .cloned()
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("cannot probe the instruction"),
+        "{}",
+        warnings[0]
+    );
+}

@@ -64,6 +64,8 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
 struct Config {
     release: bool,
     seed: bool,
+    /// The dev profile's opt-level.
+    debug_opt_level: u8,
 }
 
 impl Config {
@@ -71,9 +73,9 @@ impl Config {
         format!(
             "{}, {}",
             if self.release {
-                "release"
+                String::from("release")
             } else {
-                "debug (opt-level 1)"
+                format!("debug (opt-level {})", self.debug_opt_level)
             },
             if self.seed {
                 "--features seed"
@@ -84,18 +86,31 @@ impl Config {
     }
 }
 
+/// Debug builds are checked at opt-level 1, as this workspace's dev profile (debug
+/// assertions and overflow checks on). At opt-level 0 every temporary gets its own stack
+/// slot and no Rust code keeps small frames; docs/PORTING.md tells kernels to build ruprobes
+/// at opt-level >= 1. `--debug-opt-level 0` measures that case anyway.
+const DEBUG_OPT_LEVEL: u8 = 1;
+
+const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N]";
+
 /// Runs the check. `--report`: print everything but do not fail (to measure code that is
-/// known to be over budget).
+/// known to be over budget); `--debug-opt-level N`: build the debug profile at opt-level N.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut report_only = false;
-    for arg in args {
+    let mut debug_opt_level = DEBUG_OPT_LEVEL;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => report_only = true,
-            other => {
-                return Err(format!(
-                    "unexpected argument `{other}` (stack-check takes [--report])"
-                ))
+            "--debug-opt-level" => {
+                debug_opt_level = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n <= 3)
+                    .ok_or(format!("--debug-opt-level needs 0..=3 ({USAGE})"))?;
             }
+            other => return Err(format!("unexpected argument `{other}` ({USAGE})")),
         }
     }
     let root = repo_root();
@@ -104,7 +119,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut failures = Vec::new();
     for release in [false, true] {
         for seed in [false, true] {
-            let config = Config { release, seed };
+            let config = Config {
+                release,
+                seed,
+                debug_opt_level,
+            };
             let rlibs = build(&root, &target_dir, &config)?;
             let mut inputs = rlibs;
             inputs.extend(sysroot_libs.iter().cloned());
@@ -173,11 +192,10 @@ fn build(root: &Path, target_dir: &Path, config: &Config) -> Result<Vec<(PathBuf
         ])
         .arg("--target-dir")
         .arg(target_dir)
-        // Debug builds at opt-level 1, as this workspace's dev profile: debug assertions and
-        // overflow checks on. At opt-level 0 every temporary gets its own stack slot and no
-        // Rust code keeps small frames; docs/PORTING.md tells kernels to build ruprobes at
-        // opt-level >= 1.
-        .env("CARGO_PROFILE_DEV_OPT_LEVEL", "1");
+        .env(
+            "CARGO_PROFILE_DEV_OPT_LEVEL",
+            config.debug_opt_level.to_string(),
+        );
     if config.release {
         cmd.arg("--release");
     }
