@@ -584,3 +584,43 @@ fn round_to_nearest_matches_the_host() {
         }
     }
 }
+
+/// Random F/D encodings on random register contents never panic: each one either retires
+/// or stops with a trap that changed nothing.
+#[test]
+fn random_fp_encodings_retire_or_trap_cleanly() {
+    let mut state = 0x0bad_cafe_f00d_0001;
+    let opcodes = [0x07, 0x27, 0x43, 0x47, 0x4b, 0x4f, 0x53, 0x53, 0x53, 0x53];
+    let mut m = Machine::new(Asm::default().w(0).w(EBREAK));
+    let code_pa = m.pa(CODE);
+    for _ in 0..100_000 {
+        let opcode = opcodes[(next(&mut state) % opcodes.len() as u64) as usize];
+        let raw = (next(&mut state) as u32 & !0x7f) | opcode;
+        assert!(m.mem.write(code_pa, &raw.to_le_bytes()));
+        for r in 1..32 {
+            m.cpu.fp.f[r] = match next(&mut state) % 4 {
+                0 => box_single(random_f32(&mut state).to_bits()),
+                1 => random_f64(&mut state).to_bits(),
+                _ => next(&mut state),
+            };
+            m.cpu.x[r] = if next(&mut state) % 2 == 0 {
+                DATA + next(&mut state) % 4096
+            } else {
+                next(&mut state)
+            };
+        }
+        m.cpu.fp.fcsr = next(&mut state) as u32 & 0xff;
+        let before = (m.cpu.x, m.cpu.fp);
+        m.cpu.pc = CODE;
+        match m.cpu.run(&mut m.mem, 1) {
+            Stop::BudgetExhausted => assert_eq!(m.cpu.pc, CODE + 4, "{raw:#010x}"),
+            stop => {
+                assert!(
+                    matches!(stop, Stop::Illegal { .. } | Stop::PageFault { .. }),
+                    "{raw:#010x}: {stop:?}"
+                );
+                assert_eq!((m.cpu.x, m.cpu.fp, m.cpu.pc), (before.0, before.1, CODE));
+            }
+        }
+    }
+}
