@@ -2,6 +2,7 @@
 //! counts runs and errors per program (a failed run stops only the program; the probed
 //! program goes on), and writes the summary a kernel prints at exit.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
@@ -20,14 +21,25 @@ pub const CONTEXT_SIZE: usize = 312;
 /// `trap_handler`) reading 0 so no kernel address reaches a program.
 pub fn context_bytes(ctx: &UProbeBPFContext) -> [u8; CONTEXT_SIZE] {
     let mut out = [0u8; CONTEXT_SIZE];
-    let words = [ctx.ptype, ctx.paddr]
-        .into_iter()
-        .chain(ctx.tf.x)
-        .chain([ctx.tf.sstatus, ctx.tf.sepc]);
-    for (slot, word) in out.chunks_exact_mut(8).zip(words) {
-        slot.copy_from_slice(&(word as u64).to_le_bytes());
-    }
+    write_context(ctx, &mut out);
     out
+}
+
+/// [`context_bytes`] into `out`, word by word (no temporaries: this runs on every hit, on
+/// a kernel stack).
+fn write_context(ctx: &UProbeBPFContext, out: &mut [u8; CONTEXT_SIZE]) {
+    let mut put = |i: usize, word: usize| {
+        out[i * 8..i * 8 + 8].copy_from_slice(&(word as u64).to_le_bytes());
+    };
+    put(0, ctx.ptype);
+    put(1, ctx.paddr);
+    for (i, &x) in ctx.tf.x.iter().enumerate() {
+        put(2 + i, x);
+    }
+    put(34, ctx.tf.sstatus);
+    put(35, ctx.tf.sepc);
+    // 36..39: kernel_satp, kernel_sp, trap_handler read 0.
+    out[36 * 8..].fill(0);
 }
 
 /// Runs and errors of one program.
@@ -48,6 +60,8 @@ pub struct Runtime {
     /// Instructions one run may execute.
     pub budget: u64,
     stats: Vec<ProgramStats>,
+    /// The context bytes of the current run (on the heap, reused: not on the trap stack).
+    ctx: Box<[u8; CONTEXT_SIZE]>,
 }
 
 impl Runtime {
@@ -58,6 +72,7 @@ impl Runtime {
             object,
             budget: DEFAULT_BUDGET,
             stats,
+            ctx: Box::new([0; CONTEXT_SIZE]),
         }
     }
 
@@ -68,8 +83,8 @@ impl Runtime {
         ctx: &UProbeBPFContext,
         env: &mut dyn Env,
     ) -> Result<u64, String> {
-        let bytes = context_bytes(ctx);
-        let result = self.object.run(index, &bytes, env, self.budget);
+        write_context(ctx, &mut self.ctx);
+        let result = self.object.run(index, &self.ctx[..], env, self.budget);
         let Some(stats) = self.stats.get_mut(index) else {
             return Err(String::from("no such program"));
         };

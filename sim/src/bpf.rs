@@ -111,7 +111,11 @@ impl Machine {
                 })?;
             targets.push(base.wrapping_add(program.attach.offset));
         }
-        let kinds: Vec<TracepointType> = object.programs.iter().map(|p| p.attach.kind).collect();
+        let programs: Vec<(TracepointType, String)> = object
+            .programs
+            .iter()
+            .map(|p| (p.attach.kind, format!("bpf:{}", p.name)))
+            .collect();
         let runtime = Arc::new(Mutex::new(Runtime::new(object)));
         let mut attached = BpfObject {
             shown: shown.to_string(),
@@ -119,9 +123,9 @@ impl Machine {
             probes: Vec::new(),
         };
         self.handlers_read_user = true;
-        for (index, (kind, addr)) in kinds.into_iter().zip(targets).enumerate() {
+        for (index, ((kind, label), addr)) in programs.into_iter().zip(targets).enumerate() {
             let consumer = self.bpf_consumer(&runtime, index, kind);
-            match self.register(addr, consumer) {
+            match self.register_labeled(&label, addr, consumer) {
                 Ok(id) => attached.probes.push(id),
                 Err(e) => {
                     for id in attached.probes {

@@ -323,6 +323,23 @@ impl Machine {
         )
     }
 
+    /// Adds a caller-made consumer at `addr` of the main program, reported under `label`
+    /// (e.g. `bpf:PROGRAM`) instead of its address.
+    pub fn register_labeled(
+        &mut self,
+        label: &str,
+        addr: u64,
+        consumer: Consumer,
+    ) -> Result<ProbeId, SimError> {
+        let path = self
+            .main_image
+            .as_ref()
+            .ok_or(SimError::NoProcess)?
+            .name
+            .clone();
+        self.register_consumer(label, &path, addr, consumer, ProbeRole::Custom, None)
+    }
+
     fn register_consumer(
         &mut self,
         spec: &str,
