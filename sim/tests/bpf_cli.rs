@@ -215,3 +215,39 @@ fn ebpf_scenarios_print_their_maps_in_the_block() {
         assert!(all.contains(&format!("=== end {}\n", s.name)), "{}", s.name);
     }
 }
+
+#[test]
+fn a_failed_attach_registers_nothing_and_leaves_memory_identical() {
+    use ruprobes_sim::machine::{Config, Machine};
+    let elf = std::fs::read(fixture("fib")).expect("fib.elf");
+    let mut machine = Machine::new(Config::default());
+    let pid = machine.load("fib", &elf).expect("fib loads");
+    let fib = machine
+        .main_image()
+        .and_then(|i| i.symbols.resolve("fib"))
+        .expect("fib symbol");
+    let before = machine.read_user(pid, fib, 16).expect("text");
+    let bytes = std::fs::read(object("bad/odd_offset")).expect("odd_offset.bpf.o");
+    let err = machine
+        .attach_bpf(&bytes, "odd_offset.bpf.o")
+        .err()
+        .expect("an odd address is refused");
+    assert!(
+        err.to_string()
+            .starts_with("odd_offset.bpf.o: attaching at "),
+        "{err}"
+    );
+    assert_eq!(machine.read_user(pid, fib, 16).expect("text"), before);
+    let result = machine.run().expect("fib runs");
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "fib(10) = 55\n");
+    assert!(
+        result.probes.iter().all(|p| p.stats.hits == 0),
+        "the first program's probe was removed: {:?}",
+        result.probes
+    );
+    // And on the command line: one error line, nothing run.
+    let o = sim(&["trace", &fixture("fib"), "--bpf", &object("bad/odd_offset")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+}
