@@ -48,6 +48,9 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
     ("ruprobes::engine::Uprobes::handle_breakpoint", false),
     ("ruprobes::engine::Uprobes::fixup_fault", false),
     ("ruprobes::engine::Uprobes::status", false),
+    ("ruprobes::engine::Uprobes::set_image_reader", false),
+    ("ruprobes::engine::Uprobes::stats", false),
+    ("ruprobes::engine::Uprobes::trampoline", false),
     ("ruprobes::seed::uprobe_register", true),
     ("ruprobes::seed::uprobe_unregister", true),
     ("ruprobes::seed::uprobe_status", true),
@@ -58,6 +61,7 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
     ("ruprobes::seed::uprobes_fixup_fault_regs", true),
     ("ruprobes::seed::uprobes_fork", true),
     ("ruprobes::seed::uprobes_exit", true),
+    ("ruprobes::seed::uprobes_set_image_reader", true),
 ];
 
 /// One build of the core that is checked.
