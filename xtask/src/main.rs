@@ -6,6 +6,7 @@
 
 mod bpf;
 mod fixtures;
+mod linux_user;
 mod manifest;
 mod perf;
 mod qemu_test;
@@ -38,6 +39,11 @@ const COMMANDS: &[Command] = &[
         "qemu-user",
         "run the Linux-compatible fixtures under qemu-riscv64 ([--bless])",
         qemu_user::run,
+    ),
+    (
+        "linux-user",
+        "build the glibc and Rust std programs of fixtures/linux; they must run in the simulator as under qemu-riscv64, probed and unprobed ([--perf])",
+        linux_user::run,
     ),
     (
         "qemu-test",
