@@ -90,7 +90,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ));
         }
         let started = Instant::now();
-        let plain = plain_machine.run().map_err(|e| format!("{}: {e}", program.name))?;
+        let plain = plain_machine
+            .run()
+            .map_err(|e| format!("{}: {e}", program.name))?;
         let seconds = started.elapsed().as_secs_f64();
         let mut check = |what: &str, stdout: &[u8], status: ExitStatus| {
             if stdout != want_out.as_slice() {
@@ -245,7 +247,9 @@ fn build(root: &Path, out: &Path, program: &Program) -> Result<PathBuf, String> 
     };
     let tool = match program.build {
         Build::Gcc => "riscv64-linux-gnu-gcc (apt-get install gcc-riscv64-linux-gnu)",
-        Build::Rustc => "rustc with riscv64gc-unknown-linux-gnu (rustup target add riscv64gc-unknown-linux-gnu)",
+        Build::Rustc => {
+            "rustc with riscv64gc-unknown-linux-gnu (rustup target add riscv64gc-unknown-linux-gnu)"
+        }
     };
     let status = cmd
         .stdin(Stdio::null())

@@ -101,6 +101,17 @@ impl Image {
         if bytes.get(..4) != Some(b"\x7fELF") {
             return Err(bad("not an ELF file".into()));
         }
+        // Class and machine first, from the raw header, so that a 32-bit or foreign ELF gets
+        // that answer rather than whatever a 64-bit parse makes of it.
+        if let (Some(&class), Some(machine)) = (bytes.get(4), bytes.get(18..20)) {
+            let machine = u16::from_le_bytes([machine[0], machine[1]]);
+            if class != 2 || machine != EM_RISCV || bytes.get(5) != Some(&1) {
+                let bits = if class == 1 { 32 } else { 64 };
+                return Err(bad(format!(
+                    "not a RISC-V 64 executable (machine {machine}, {bits}-bit): the simulator runs RV64 (little-endian ELFCLASS64, EM_RISCV) programs only"
+                )));
+            }
+        }
         let elf = Elf::parse(bytes).map_err(|e| bad(format!("malformed ELF: {e}")))?;
         if !elf.is_64 || elf.header.e_machine != EM_RISCV || !elf.little_endian {
             return Err(bad(format!(
