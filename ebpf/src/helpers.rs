@@ -91,11 +91,10 @@ pub(crate) fn call(
     let result: i64 = match id {
         MAP_LOOKUP_ELEM => {
             let m = map_index(r(1), mem, insn, name)?;
-            let key = mem
-                .load(insn, r(2), mem.maps[m].def.key_size as usize)?
-                .to_vec();
+            let ks = mem.maps[m].def.key_size as usize;
+            mem.fetch(insn, r(2), ks, 0)?;
             let map = &mem.maps[m];
-            return Ok(match map.lookup(&key) {
+            return Ok(match map.lookup(&mem.scratch[..ks]) {
                 Some(slot) => {
                     ((REGION_MAP + m as u64) << REGION_SHIFT)
                         + slot as u64 * map.def.value_size as u64
@@ -107,16 +106,16 @@ pub(crate) fn call(
             let m = map_index(r(1), mem, insn, name)?;
             let def = &mem.maps[m].def;
             let (ks, vs) = (def.key_size as usize, def.value_size as usize);
-            let key = mem.load(insn, r(2), ks)?.to_vec();
-            let value = mem.load(insn, r(3), vs)?.to_vec();
-            mem.maps[m].update(&key, &value, r(4))
+            mem.fetch(insn, r(2), ks, 0)?;
+            mem.fetch(insn, r(3), vs, ks)?;
+            let (key, value) = mem.scratch[..ks + vs].split_at(ks);
+            mem.maps[m].update(key, value, r(4))
         }
         MAP_DELETE_ELEM => {
             let m = map_index(r(1), mem, insn, name)?;
-            let key = mem
-                .load(insn, r(2), mem.maps[m].def.key_size as usize)?
-                .to_vec();
-            mem.maps[m].delete(&key)
+            let ks = mem.maps[m].def.key_size as usize;
+            mem.fetch(insn, r(2), ks, 0)?;
+            mem.maps[m].delete(&mem.scratch[..ks])
         }
         KTIME_GET_NS => return Ok(env.now_ns()),
         GET_CURRENT_PID_TGID => return Ok(env.pid_tgid()),
@@ -136,19 +135,18 @@ pub(crate) fn call(
                     why: "size over 4096",
                 });
             }
-            let mut buf = alloc::vec![0u8; size as usize];
-            let result = if id == PROBE_READ_USER {
-                if env.read_user(src, &mut buf) {
+            // Straight into the program's buffer (checked first: a bad one is an error).
+            let buf = mem.store(insn, dst, size as usize)?;
+            if id == PROBE_READ_USER {
+                if env.read_user(src, buf) {
                     0
                 } else {
                     buf.fill(0);
                     -EFAULT
                 }
             } else {
-                read_user_str(env, src, &mut buf)
-            };
-            mem.store(insn, dst, size as usize)?.copy_from_slice(&buf);
-            result
+                read_user_str(env, src, buf)
+            }
         }
         RINGBUF_OUTPUT => {
             let m = map_index(r(1), mem, insn, name)?;
@@ -159,11 +157,12 @@ pub(crate) fn call(
                     why: "size over 4096",
                 });
             }
-            let data = mem.load(insn, r(2), r(3) as usize)?.to_vec();
+            let len = r(3) as usize;
+            mem.fetch(insn, r(2), len, 0)?;
             if r(4) & !3 != 0 {
                 -EINVAL
             } else {
-                mem.maps[m].output(&data)
+                mem.maps[m].output(&mem.scratch[..len])
             }
         }
         // The loader refuses unknown helpers; this keeps a loader bug off the trap path.

@@ -14,7 +14,7 @@ use crate::attach::Attach;
 use crate::btf::Btf;
 use crate::helpers::{self, Env};
 use crate::maps::Map;
-use crate::vm::{self, Global, Insn, Memory, VmError, STACK_SIZE};
+use crate::vm::{self, Global, Insn, Memory, VmError, SCRATCH_SIZE, STACK_SIZE};
 use crate::vm::{ALU_END, ALU_NEG, ATOMIC_CMPXCHG, ATOMIC_FETCH, ATOMIC_XCHG, JMP_CALL, JMP_EXIT};
 use crate::vm::{CLASS_ALU, CLASS_ALU64, CLASS_JMP, CLASS_JMP32, CLASS_LD, CLASS_LDX};
 use crate::vm::{CLASS_ST, CLASS_STX, MODE_ATOMIC, MODE_IMM, MODE_MEM, SIZE_DW, SRC_X};
@@ -78,6 +78,7 @@ pub struct Object {
     /// `.rodata`, `.data` and `.bss` sections.
     pub globals: Vec<Global>,
     stack: alloc::boxed::Box<[u8; STACK_SIZE]>,
+    scratch: alloc::boxed::Box<[u8; SCRATCH_SIZE]>,
 }
 
 impl Object {
@@ -218,6 +219,7 @@ impl Object {
             maps,
             globals,
             stack: alloc::boxed::Box::new([0; STACK_SIZE]),
+            scratch: alloc::boxed::Box::new([0; SCRATCH_SIZE]),
         })
     }
 
@@ -240,6 +242,7 @@ impl Object {
             stack: &mut self.stack,
             globals: &mut self.globals,
             maps: &mut self.maps,
+            scratch: &mut self.scratch,
         };
         vm::run(&program.insns, &mut mem, env, budget)
     }

@@ -27,6 +27,8 @@ pub const REGION_MAP: u64 = 0x100;
 pub const MAP_HANDLE: u64 = 0x1000;
 /// The stack size (Linux's).
 pub const STACK_SIZE: usize = 512;
+/// Bytes of the scratch buffer helpers copy their key, value and record arguments into.
+pub const SCRATCH_SIZE: usize = 4096;
 /// Instructions one run may execute unless the caller sets another budget.
 pub const DEFAULT_BUDGET: u64 = 1 << 20;
 
@@ -173,6 +175,8 @@ pub struct Memory<'a> {
     pub globals: &'a mut [Global],
     /// The object's maps.
     pub maps: &'a mut [Map],
+    /// Where helpers copy their arguments (no heap allocation per call).
+    pub scratch: &'a mut [u8; SCRATCH_SIZE],
 }
 
 impl Memory<'_> {
@@ -239,6 +243,30 @@ impl Memory<'_> {
             }
             r => &mut self.maps[(r - REGION_MAP) as usize].values[off..off + len],
         })
+    }
+
+    /// Copies the `len` bytes at `addr` into the scratch buffer at `at`.
+    pub fn fetch(&mut self, insn: usize, addr: u64, len: usize, at: usize) -> Result<(), VmError> {
+        let oob = VmError::OutOfBounds {
+            insn,
+            write: false,
+            addr,
+            len,
+        };
+        if at + len > SCRATCH_SIZE {
+            return Err(oob);
+        }
+        let (region, off, _) = self.region(addr, len).ok_or(oob)?;
+        let src: &[u8] = match region {
+            REGION_CTX => &self.ctx[off..off + len],
+            REGION_STACK => &self.stack[off..off + len],
+            r if r < REGION_MAP => {
+                &self.globals[(r - REGION_GLOBAL) as usize].bytes[off..off + len]
+            }
+            r => &self.maps[(r - REGION_MAP) as usize].values[off..off + len],
+        };
+        self.scratch[at..at + len].copy_from_slice(src);
+        Ok(())
     }
 
     fn load_uint(&self, insn: usize, addr: u64, len: usize) -> Result<u64, VmError> {
@@ -544,11 +572,13 @@ mod tests {
 
     fn exec(words: &[u64], budget: u64) -> Result<u64, VmError> {
         let mut stack = [0u8; STACK_SIZE];
+        let mut scratch = alloc::boxed::Box::new([0u8; SCRATCH_SIZE]);
         let mut mem = Memory {
             ctx: &[7; 16],
             stack: &mut stack,
             globals: &mut [],
             maps: &mut [],
+            scratch: &mut scratch,
         };
         run(words, &mut mem, &mut NoEnv, budget)
     }
