@@ -524,6 +524,17 @@ fn xol_insn() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Whether `bytes` is an F/D instruction: LOAD-FP, STORE-FP, the fused and OP-FP opcodes,
+/// or c.fld/c.fsd/c.fldsp/c.fsdsp.
+fn is_fp(bytes: &[u8]) -> bool {
+    let low = u16::from_le_bytes([bytes[0], bytes[1]]);
+    if low & 3 == 3 {
+        matches!(low & 0x7f, 0x07 | 0x27 | 0x43 | 0x47 | 0x4b | 0x4f | 0x53)
+    } else {
+        matches!(low & 0xe003, 0x2000 | 0xa000 | 0x2002 | 0xa002)
+    }
+}
+
 /// A pc below the data pages.
 fn xol_pc() -> impl Strategy<Value = u64> {
     (0u64..(DATA - DRAM) / 0x1000, 0u64..2047)
@@ -567,11 +578,13 @@ proptest! {
         }
         let reference = xol_reference(bytes, pc, &x, &data);
         if matches!(reference, Ending::Trapped { stop: Stop::Illegal { .. }, .. }) {
-            return Ok(()); // F/D and other encodings the interpreter does not implement
+            return Ok(()); // encodings the interpreter does not implement
         }
         let probed = xol_probed(bytes, pc, &x, &data);
         prop_assert!(probed == reference, "{:02x?} probed vs in place: {}", bytes, difference(&probed, &reference));
-        if matches!(reference, Ending::Ran { .. }) {
+        // rvemu's F/D has bugs of its own (sim/tests/rvemu_fp_diff.rs lists them, e.g. fsd
+        // offsets that are not sign-extended): FP steps are compared with the interpreter only.
+        if matches!(reference, Ending::Ran { .. }) && !is_fp(bytes) {
             let by_rvemu = xol_rvemu(bytes, pc, &x, &data);
             prop_assert!(by_rvemu == reference, "{:02x?} rvemu vs interpreter: {}", bytes, difference(&by_rvemu, &reference));
         }
