@@ -4,6 +4,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr_map::AddrMap;
 use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
@@ -96,6 +97,8 @@ impl Registry {
 /// may register and unregister probes.
 pub struct Uprobes {
     registry: spin::Mutex<Registry>,
+    /// Probed instructions executed in the trap (see [`Uprobes::executed_in_trap`]).
+    executed_in_trap: AtomicU64,
 }
 
 impl Default for Uprobes {
@@ -285,6 +288,7 @@ impl Uprobes {
                 next_id: 1,
                 image_reader: None,
             }),
+            executed_in_trap: AtomicU64::new(0),
         }
     }
 
@@ -548,6 +552,16 @@ impl Uprobes {
         }
     }
 
+    /// How many probed instructions this engine has executed itself in a trap (simulated
+    /// or emulated) since it was made. They retire without the CPU, so a kernel that keeps
+    /// an instruction count (`instret`, a cycle or time clock) adds them to it: the program
+    /// then reads the same clock probed and unprobed. Breakpoints, the trampoline and
+    /// instructions stepped out of line (which the CPU retires) are not counted; neither
+    /// is an instruction skipped because a handler moved the pc.
+    pub fn executed_in_trap(&self) -> u64 {
+        self.executed_in_trap.load(Ordering::Relaxed)
+    }
+
     /// The breakpoint trap of a user thread; `regs.pc()` is the breakpoint's address.
     ///
     /// Never panics and never claims a breakpoint it does not own; allocates nothing once
@@ -640,6 +654,7 @@ impl Uprobes {
         if !armed.insn.execute(regs) {
             return Trap::NotOurs; // an out-of-line instruction without a slot: cannot happen
         }
+        self.executed_in_trap.fetch_add(1, Ordering::Relaxed);
         run_entry_handlers(&consumers, regs, &hit, true);
         Trap::Handled
     }

@@ -1079,3 +1079,38 @@ fn an_arm_refusal_is_logged_once_not_at_every_exec() {
         warnings[0]
     );
 }
+
+#[test]
+fn executed_in_trap_counts_instructions_run_in_the_trap_only() {
+    let (engine, mut space) = setup();
+    for off in [ADDI_SP, SD_RA, BEQ] {
+        arm(&engine, &mut space, off);
+    }
+    // Emulated and simulated instructions retire in the trap: one each.
+    let mut regs = regs_at(at(ADDI_SP), 0x8000);
+    handled(&engine, &mut space, &mut regs);
+    assert_eq!(engine.executed_in_trap(), 1);
+    let mut regs = regs_at(at(BEQ), 0x8000);
+    handled(&engine, &mut space, &mut regs);
+    assert_eq!(engine.executed_in_trap(), 2);
+    // An out-of-line step runs on the CPU: neither of its traps counts.
+    let mut regs = regs_at(at(SD_RA), 0x8000);
+    handled(&engine, &mut space, &mut regs);
+    let slot = regs.pc();
+    regs.set_pc(slot + 4);
+    handled(&engine, &mut space, &mut regs);
+    assert_eq!(engine.executed_in_trap(), 2);
+    // A handler that moves the pc skips the instruction: it does not count.
+    engine
+        .register(
+            PATH,
+            at(C_LI),
+            Consumer::new().on_entry(|r, _| r.set_pc(0x7000)),
+            Some(&mut space),
+        )
+        .unwrap();
+    let mut regs = regs_at(at(C_LI), 0x8000);
+    handled(&engine, &mut space, &mut regs);
+    assert_eq!(regs.pc(), 0x7000);
+    assert_eq!(engine.executed_in_trap(), 2);
+}
