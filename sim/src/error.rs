@@ -40,6 +40,29 @@ pub enum SimError {
         /// The symbol (or `prefix*` pattern).
         symbol: String,
     },
+    /// A probe spec names a symbol that is not a function (a label or data object).
+    NotAFunction {
+        /// The spec as given.
+        spec: String,
+        /// The symbol.
+        symbol: String,
+        /// What it is (`a label (STT_NOTYPE)`, `a data object (STT_OBJECT)`).
+        what: &'static str,
+        /// Its address, for a spec that probes it anyway.
+        addr: u64,
+    },
+    /// A probe spec names a symbol, but the program has no symbol table.
+    Stripped {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A probe spec's program is not the one that runs, nor a program it can exec.
+    UnknownProgram {
+        /// The spec as given.
+        spec: String,
+        /// The program named.
+        prog: String,
+    },
     /// The engine refused a probe.
     Probe {
         /// The spec (or address) as given.
@@ -91,6 +114,22 @@ impl fmt::Display for SimError {
                     f,
                     "probe '{spec}': no function symbol '{symbol}' in the program"
                 )
+            }
+            SimError::NotAFunction {
+                spec,
+                symbol,
+                what,
+                addr,
+            } => write!(
+                f,
+                "probe '{spec}': '{symbol}' is {what}, not a function (probe it by address: {addr:#x})"
+            ),
+            SimError::Stripped { spec } => write!(
+                f,
+                "probe '{spec}': the program has no symbol table (stripped): use an address, e.g. uprobe:0x10000"
+            ),
+            SimError::UnknownProgram { spec, prog } => {
+                write!(f, "probe '{spec}': no program '{prog}' (PROG is a file stem, e.g. fib)")
             }
             SimError::Probe { spec, error } => write!(f, "probe '{spec}': {error}"),
             SimError::UnknownProbe(id) => write!(f, "no probe with id {id}"),

@@ -8,6 +8,7 @@
 //! [`symbols`] (text symbols for probe specs and traces), [`bpf`] (eBPF programs as probe
 //! handlers) and [`seed_ffi`] (the
 //! `extern "C"` hooks of the seed face). The `ruprobes-sim` binary is the CLI.
+pub mod attach;
 pub mod bpf;
 pub mod cpu;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod kernel;
 pub mod machine;
 pub mod mem;
 pub mod probes;
+pub mod report;
 pub mod scenario;
 pub mod seed_ffi;
 pub mod space;

@@ -24,6 +24,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ruprobes::{TrapContext, Uprobes, UserRegs};
 use ruprobes_trace::{SIGILL, SIGSEGV, SIGTRAP};
@@ -45,8 +46,10 @@ use crate::seed_ffi;
 use crate::space::{FaultInjection, SimSpace};
 use crate::trace::{TraceEvent, TraceSink};
 
-use crate::probes::ProbeRecord;
-pub use crate::probes::{Histogram, ProbeId, ProbeReport, ProbeRole, Stats, UnregisterQueue};
+use crate::probes::{FetchQueue, ProbeRecord};
+pub use crate::probes::{
+    Histogram, ProbeId, ProbeReport, ProbeRole, Scale, Stats, TraceOptions, UnregisterQueue,
+};
 
 /// Where this repository's committed fixture programs live (for tests and the demo; `exec`
 /// does not look there unless told to with [`Machine::set_image_dir`]).
@@ -69,6 +72,9 @@ pub struct Config {
     pub seed: bool,
     /// The system-call interface (automatic: from the first program's ELF).
     pub personality: Personality,
+    /// Keep the programs' output for [`RunResult::stdout`] (off for long streaming runs,
+    /// whose memory must not grow with their output).
+    pub keep_output: bool,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             count_pcs: false,
             seed: false,
             personality: Personality::Auto,
+            keep_output: true,
         }
     }
 }
@@ -182,6 +189,7 @@ pub struct Machine {
     slice_start: u64,
     pub(crate) main_image: Option<Arc<Image>>,
     pub(crate) probes: Vec<ProbeRecord>,
+    pub(crate) trace_options: TraceOptions,
     pub(crate) unregister_queue: UnregisterQueue,
     /// The CPU's instruction count at the last trap, for handlers that measure time.
     pub(crate) clock: Arc<AtomicU64>,
@@ -190,10 +198,23 @@ pub struct Machine {
     pub(crate) main_status: Option<ExitStatus>,
     pub(crate) last_exit_regs: Option<Regs>,
     pub(crate) pc_counts: HashMap<u64, u64>,
-    /// Breakpoint traps taken so far (ours and not ours), for the performance report.
-    pub(crate) breakpoint_traps: u64,
     /// Probe handlers read user memory through [`seed_ffi::read_current`] (eBPF).
     pub(crate) handlers_read_user: bool,
+    /// What the probe machinery cost so far.
+    pub(crate) cost: ProbeCost,
+    /// Values of memory that probe handlers asked for, read after their trap.
+    pub(crate) fetches: FetchQueue,
+}
+
+/// What the probe machinery itself cost a run, apart from the program's instructions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProbeCost {
+    /// Breakpoint traps taken (ours and not ours).
+    pub traps: u64,
+    /// Probed instructions the engine executed in the trap (counted in the program's clock).
+    pub executed_in_trap: u64,
+    /// Host nanoseconds spent handling breakpoint traps (handlers included).
+    pub host_ns: u64,
 }
 
 impl Default for Machine {
@@ -229,6 +250,7 @@ impl Machine {
             slice_start: 0,
             main_image: None,
             probes: Vec::new(),
+            trace_options: TraceOptions::default(),
             unregister_queue: UnregisterQueue::default(),
             clock: Arc::new(AtomicU64::new(0)),
             stdout: Vec::new(),
@@ -236,8 +258,9 @@ impl Machine {
             main_status: None,
             last_exit_regs: None,
             pc_counts: HashMap::new(),
-            breakpoint_traps: 0,
             handlers_read_user: false,
+            cost: ProbeCost::default(),
+            fetches: FetchQueue::default(),
             config,
         }
     }
@@ -369,9 +392,23 @@ impl Machine {
         self.clock.clone()
     }
 
-    /// Instructions retired so far.
+    /// Instructions the programs executed so far: the machine's one clock. Every
+    /// instruction counts once however it ran (on the CPU, in an out-of-line slot, or
+    /// simulated or emulated by the engine in the trap); breakpoints, the return trampoline
+    /// and slot breakpoints count zero. `instret`, `cycle`, `time` and `get_time` read it, so
+    /// probes do not change what a program sees of time.
     pub fn instructions(&self) -> u64 {
         self.cpu.instret()
+    }
+
+    /// Kernel messages so far (unknown syscalls, faults with their pc).
+    pub fn diagnostics(&self) -> &[String] {
+        &self.diagnostics
+    }
+
+    /// How the first process ended, once it has.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.main_status
     }
 
     /// Output written so far.
@@ -387,7 +424,18 @@ impl Machine {
     /// Breakpoint traps taken so far (every `ebreak` that stopped the CPU: probe hits,
     /// out-of-line step ends, return trampolines and breakpoints that are not ours).
     pub fn breakpoint_traps(&self) -> u64 {
-        self.breakpoint_traps
+        self.cost.traps
+    }
+
+    /// What the probe machinery cost so far (traps, host time).
+    pub fn probe_cost(&self) -> ProbeCost {
+        self.cost
+    }
+
+    /// The trace sink: collecting by default; make it stream with
+    /// [`TraceSink::stream_to`] before the run.
+    pub fn trace_sink(&self) -> &TraceSink {
+        &self.trace
     }
 
     /// The registers of the process that exited last, at its `exit` call (pc at the ecall)
@@ -592,9 +640,30 @@ impl Machine {
         }
     }
 
-    /// The breakpoint trap: the engine's, or SIGTRAP.
+    /// The breakpoint trap: the engine's, or SIGTRAP. Instructions the engine executes in
+    /// the trap join the CPU's count (see [`Machine::instructions`]).
     fn breakpoint(&mut self) {
-        self.breakpoint_traps += 1;
+        let started = Instant::now();
+        let executed = self.executed_in_trap();
+        self.handle_breakpoint();
+        let executed = self.executed_in_trap().wrapping_sub(executed);
+        self.cpu.set_instret(self.cpu.instret() + executed);
+        if !self.fetches.is_empty() {
+            self.complete_fetches();
+        }
+        self.cost.traps += 1;
+        self.cost.executed_in_trap += executed;
+        self.cost.host_ns += started.elapsed().as_nanos() as u64;
+    }
+
+    fn executed_in_trap(&self) -> u64 {
+        match &self.engine {
+            Engine::Own(engine) => engine.executed_in_trap(),
+            Engine::Seed => ruprobes::seed::engine().executed_in_trap(),
+        }
+    }
+
+    fn handle_breakpoint(&mut self) {
         let Some(tid) = self.kernel.current else {
             return;
         };
@@ -715,9 +784,15 @@ impl Machine {
         }
     }
 
-    /// Appends program output, echoing it if configured.
+    /// Appends program output, echoing it if configured (through a streaming trace sink
+    /// that shares stdout, to keep output and events in order).
     pub(crate) fn output(&mut self, bytes: &[u8]) {
-        self.stdout.extend_from_slice(bytes);
+        if self.config.keep_output {
+            self.stdout.extend_from_slice(bytes);
+        }
+        if self.trace.output(bytes) {
+            return;
+        }
         if self.config.echo_stdout {
             let mut out = std::io::stdout().lock();
             // The host's stdout going away (a closed pipe) must not stop the guest.

@@ -1,26 +1,29 @@
 //! `ruprobes-sim`: run RISC-V programs in the simulator, with bpftrace-like probes.
 //!
 //! ```text
-//! ruprobes-sim trace PROG [-p SPEC ...] [--bpf OBJ.o ...] [--quiet] [--json] [--max-insns N] [OPTIONS] [-- ARGS...]
-//! ruprobes-sim run PROG [--max-insns N] [OPTIONS] [-- ARGS...]
-//!   OPTIONS: --env K=V (repeatable), --root DIR, --personality auto|linux|teaching
+//! ruprobes-sim trace PROG -p SPEC [-p SPEC ...] [--probes-from FILE] [--quiet] [--json]
+//!                    [--post] [--pid N] [--tid N] [--max-events N] [--output FILE]
+//!                    [--hist | --lhist MIN,MAX,STEP] [--max-insns N]
+//!                    [--bpf OBJ.o ...]
+//! ruprobes-sim trace PROG --list SPEC [--json]
+//!                    [-- ARGS...]
+//! ruprobes-sim run PROG [--max-insns N] [GUEST OPTIONS] [-- ARGS...]
+//!   GUEST OPTIONS (run and trace): --env K=V (repeatable), --root DIR,
+//!   --personality auto|linux|teaching
 //! ruprobes-sim scenarios [NAME ...]
 //! ruprobes-sim                      # traces the bundled fib demo
 //! ```
 //!
-//! Output of `trace`: the program's output as it is written, then a report on stdout after
-//! a `--- trace` header line: the trace (unless `--quiet`), a per-probe table and, for each
-//! return probe, a log2 histogram of function latency in instructions (entry to return;
-//! instructions the engine emulates on a hit do not count). The table's counters are those
-//! of the probed address (all probes there together): HITS counts traps at the address,
-//! RETURNS and MISSED (shown for return probes) count returns seen and returns missed
-//! beyond the engine's depth limit.
+//! `trace` writes trace events as they happen (never kept in memory), in the program's
+//! output order on stdout, or to `--output FILE`; `--json` writes JSON Lines (one object
+//! per event, the program's output as `output` objects). Then, however the run ended (exit,
+//! kill, `--max-insns`, `--max-events`, Ctrl-C, a closed pipe), the summary: the hit table,
+//! hits per function, latency and value histograms, what the probe machinery cost and how
+//! the run ended ([`ruprobes_sim::report`]); with `--json` one `summary` object. When the
+//! trace's writer is gone (`| head`), the run stops and the summary goes to stderr.
 //! `--bpf OBJ.o` attaches the programs of a clang-built BPF object (see `sim/src/bpf.rs`):
-//! their `bpf_trace_printk` lines are trace events, and a `--- bpf OBJ.o` section after the
-//! table prints its maps and each program's runs and errors.
-//! `--json` prints one JSON document instead. `run` and `trace` exit with the program's exit
-//! code, or 128 + N if it was killed by signal N, like `qemu-riscv64`.
-//!
+//! their `bpf_trace_printk` lines are trace events, and a `bpf OBJ.o` section of the summary
+//! prints its maps and each program's runs and errors.
 //! The program gets `ARGS` as `argv[1..]` (`argv[0]` is PROG as given) and the `--env`
 //! variables as its whole environment; `--root DIR` is the guest's read-only `/` (files,
 //! and where `exec` also finds apps by name). The personality (the system-call interface)
@@ -28,29 +31,50 @@
 //! guest's stdin from its own; when the program is killed, `run` says by what, where, on
 //! stderr.
 //!
-//! Errors are one line on stderr starting with `error:`; the exit code is 2 for a bad
-//! command line (including a malformed probe spec) and 1 for anything else.
+//! Exit code: the program's (128 + N if killed by signal N, like `qemu-riscv64`); 130
+//! after Ctrl-C, 141 after a closed output, 0 at `--max-events`. Errors are one line on
+//! stderr starting with `error:`; the exit code is 2 for a bad command line (including a
+//! malformed probe spec) and 1 for anything else (an exhausted budget prints the summary
+//! first).
 
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ruprobes_sim::bpf::BpfObject;
-use ruprobes_sim::kernel::Personality;
-use ruprobes_sim::machine::{Config, Histogram, Machine, ProbeReport, ProbeRole, RunResult};
+use ruprobes_sim::kernel::{ExitStatus, Personality};
+use ruprobes_sim::machine::{Config, Machine, Progress, Scale, TraceOptions};
+use ruprobes_sim::report::{self, Ending, Section, Summary};
+use ruprobes_sim::trace::{Filter, Format};
 use ruprobes_sim::{scenario, SimError};
+use ruprobes_trace::{ProbeKind, ProbeSpec};
 
 const EXAMPLES: &str = "\
 Without a command, traces the bundled demo (fib with entry and return probes).
 
+Probe specs: KIND:[PROG:]TARGET [FETCH ...]
+  KIND    uprobe | uretprobe
+  TARGET  SYM, SYM+OFF, SYM* (prefix), SYM+* (every instruction; *+* all functions),
+          0xADDR, 0xLO-0xHI (every instruction in [LO, HI))
+  FETCH   [NAME=]%REG | $retval | OFF(%REG), then :u8..:u64, :s8..:s64, :x8..:x64, :string
+
 Examples:
   ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib
-  ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:main+8 --quiet
-  ruprobes-sim trace fixtures/bin/insn_zoo.elf -p 'uprobe:zoo_*' --json
+  ruprobes-sim trace fixtures/bin/fib.elf -p 'uprobe:fib n=%a0:u32' --hist
+  ruprobes-sim trace fixtures/bin/fib.elf -p 'uretprobe:fib $retval:u64' --lhist 0,100,10
+  ruprobes-sim trace fixtures/bin/fib.elf -p 'uprobe:fib +8(%sp):x64 %ra' --post
+  ruprobes-sim trace fixtures/bin/crc.elf -p 'uprobe:crc32+*' --quiet
+  ruprobes-sim trace fixtures/bin/crc.elf -p 'uprobe:*+*' --json --output trace.jsonl
+  ruprobes-sim trace fixtures/bin/crc.elf --list 'uprobe:crc32+*'
+  ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:0x10014-0x10040 --max-events 20
+  ruprobes-sim trace fixtures/bin/forker.elf -p uprobe:hello:main --pid 2
+  ruprobes-sim trace fixtures/bin/fib.elf --probes-from probes.txt | head
   ruprobes-sim trace fixtures/bin/greet.elf --bpf fixtures/bpf/greet.bpf.o
-  ruprobes-sim run fixtures/bin/hello.elf
   ruprobes-sim trace ./prog -p uprobe:main -p 'uretprobe:qsort' --env LANG=C -- in.txt
+  ruprobes-sim run fixtures/bin/hello.elf
 
 run and trace exit with the program's exit code (128 + N if killed by signal N).";
 
@@ -68,26 +92,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a program with probes and print its output, the trace and probe statistics.
+    /// Run a program with probes: its output and the trace as they happen, then a summary.
     Trace {
         /// The RISC-V ELF executable; its file stem is its path for probes (e.g. `fib`).
         prog: PathBuf,
-        /// A probe: uprobe:SYM, uprobe:SYM+OFF, uprobe:0xADDR, uretprobe:SYM, uretprobe:0xADDR
-        /// (SYM may end in `*`: every symbol with that prefix).
-        #[arg(short = 'p', long = "probe", value_name = "SPEC")]
-        probes: Vec<String>,
-        /// A BPF object whose programs run as probe handlers (SEC("uprobe/SYM"), ...).
-        #[arg(long = "bpf", value_name = "OBJ.o")]
-        bpf: Vec<PathBuf>,
-        /// Do not print the trace lines (only the table and histograms).
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print one JSON document (output, trace, statistics, histograms).
-        #[arg(long)]
-        json: bool,
-        /// Instruction budget of the whole run.
-        #[arg(long, value_name = "N")]
-        max_insns: Option<u64>,
+        #[command(flatten)]
+        args: TraceArgs,
         #[command(flatten)]
         guest: Guest,
     },
@@ -142,6 +152,53 @@ fn parse_env(s: &str) -> Result<String, String> {
     }
 }
 
+/// The options of `trace`.
+#[derive(Args, Debug, Default)]
+struct TraceArgs {
+    /// A probe (see "Probe specs" below), e.g. uprobe:fib, 'uretprobe:fib $retval'.
+    #[arg(short = 'p', long = "probe", value_name = "SPEC")]
+    probes: Vec<String>,
+    /// A BPF object whose programs run as probe handlers (SEC("uprobe/SYM"), ...).
+    #[arg(long = "bpf", value_name = "OBJ.o")]
+    bpf: Vec<PathBuf>,
+    /// Read more probe specs from FILE, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    probes_from: Option<PathBuf>,
+    /// List the sites SPEC names (instruction, class, traps per hit) and exit.
+    #[arg(short = 'l', long, value_name = "SPEC")]
+    list: Option<String>,
+    /// Write no trace events (only the summary).
+    #[arg(short, long)]
+    quiet: bool,
+    /// JSON Lines: one object per event, then one summary object.
+    #[arg(long)]
+    json: bool,
+    /// Also trace a post line after each probed instruction of a uprobe.
+    #[arg(long)]
+    post: bool,
+    /// Only events of process N (hits, returns, kernel events).
+    #[arg(long, value_name = "N")]
+    pid: Option<u64>,
+    /// Only hits and returns of thread N.
+    #[arg(long, value_name = "N")]
+    tid: Option<u64>,
+    /// Stop after writing N events.
+    #[arg(long, value_name = "N")]
+    max_events: Option<u64>,
+    /// Write the trace and summary to FILE (the program's output stays on stdout).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// A log2 histogram of each probe's first fetched value.
+    #[arg(long)]
+    hist: bool,
+    /// Linear histograms (of latency and of first fetched values): MIN,MAX,STEP.
+    #[arg(long, value_name = "MIN,MAX,STEP", conflicts_with = "hist")]
+    lhist: Option<String>,
+    /// Instruction budget of the whole run.
+    #[arg(long, value_name = "N")]
+    max_insns: Option<u64>,
+}
+
 /// A failure with its exit code.
 struct Failure {
     message: String,
@@ -179,16 +236,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => trace_demo(),
-        Some(Command::Trace {
-            prog,
-            probes,
-            bpf,
-            quiet,
-            json,
-            max_insns,
-            guest,
-        }) => read_program(&prog, guest)
-            .and_then(|p| trace(&p, &probes, &bpf, quiet, json, max_insns)),
+        Some(Command::Trace { prog, args, guest }) => {
+            read_program(&prog, guest).and_then(|p| trace(&p, &args))
+        }
         Some(Command::Run {
             prog,
             max_insns,
@@ -296,7 +346,6 @@ fn trace_demo() -> Result<u8, Failure> {
     println!(
         "ruprobes-sim demo: trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib (see --help)"
     );
-    let probes: Vec<String> = DEMO_PROBES.iter().map(|s| s.to_string()).collect();
     let demo = Program {
         name: "fib".into(),
         elf: DEMO_ELF.to_vec(),
@@ -304,7 +353,11 @@ fn trace_demo() -> Result<u8, Failure> {
         shown: "fixtures/bin/fib.elf".into(),
         guest: Guest::default(),
     };
-    trace(&demo, &probes, &[], false, false, None)
+    let args = TraceArgs {
+        probes: DEMO_PROBES.iter().map(|s| s.to_string()).collect(),
+        ..TraceArgs::default()
+    };
+    trace(&demo, &args)
 }
 
 fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
@@ -317,199 +370,181 @@ fn run(program: &Program, max_insns: Option<u64>) -> Result<u8, Failure> {
     Ok(result.status.shell_code() as u8)
 }
 
-fn trace(
-    program: &Program,
-    specs: &[String],
-    bpf: &[PathBuf],
-    quiet: bool,
-    json: bool,
-    max_insns: Option<u64>,
-) -> Result<u8, Failure> {
-    let mut machine = program.machine(config(max_insns, !json))?;
-    for spec in specs {
+/// Instructions between checks for SIGINT, a closed output and the event limit.
+const CHUNK: u64 = 1 << 20;
+
+/// Set by the SIGINT handler; the run loop stops at the next chunk.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Every spec of the command line: `-p` ones, then those of `--probes-from` (one per line;
+/// blank lines and `#` comments skipped).
+fn all_specs(args: &TraceArgs) -> Result<Vec<String>, Failure> {
+    let mut specs = args.probes.clone();
+    if let Some(path) = &args.probes_from {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        specs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(specs)
+}
+
+/// `MIN,MAX,STEP` of `--lhist`.
+fn linear_scale(text: &str) -> Result<Scale, Failure> {
+    let bad = |why: &str| Failure {
+        message: format!("bad --lhist '{text}': {why}"),
+        code: 2,
+    };
+    let numbers: Vec<u64> = text
+        .split(',')
+        .map(|n| n.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("expected MIN,MAX,STEP (decimal numbers)"))?;
+    match numbers[..] {
+        [min, max, step] if step > 0 && max > min => Ok(Scale::Linear { min, max, step }),
+        [_, _, _] => Err(bad("needs MAX > MIN and STEP > 0")),
+        _ => Err(bad("expected MIN,MAX,STEP (decimal numbers)")),
+    }
+}
+
+fn trace(program: &Program, args: &TraceArgs) -> Result<u8, Failure> {
+    let specs = all_specs(args)?;
+    if let Some(spec) = &args.list {
+        return list(program, spec, args.json);
+    }
+    if specs.is_empty() && args.bpf.is_empty() {
+        return Err(Failure {
+            message: "no probes: give -p SPEC, --probes-from FILE or --bpf OBJ.o (see --help)"
+                .into(),
+            code: 2,
+        });
+    }
+    let scale = args.lhist.as_deref().map(linear_scale).transpose()?;
+    let output: Option<File> = match &args.output {
+        Some(path) => Some(File::create(path).map_err(|e| SimError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let mut config = config(args.max_insns, !args.json);
+    config.keep_output = false;
+    let mut machine = program.machine(config)?;
+    let (format, inline_output) = match (args.json, output.is_some()) {
+        (true, _) => (Format::Json, true),
+        // Output and events share stdout: keep their order.
+        (false, false) => (Format::Text, true),
+        (false, true) => (Format::Text, false),
+    };
+    let writer: Box<dyn Write + Send> = match output {
+        Some(file) => Box::new(BufWriter::new(file)),
+        None => Box::new(BufWriter::new(std::io::stdout())),
+    };
+    let filter = Filter {
+        pid: args.pid,
+        max_events: args.max_events,
+        quiet: args.quiet,
+    };
+    machine
+        .trace_sink()
+        .stream_to(writer, format, filter, inline_output);
+    machine.set_trace_options(TraceOptions {
+        post: args.post,
+        pid: args.pid,
+        tid: args.tid,
+        latency_scale: scale.unwrap_or_default(),
+        value_histogram: (args.hist || scale.is_some()).then(|| scale.unwrap_or_default()),
+    });
+    for spec in &specs {
         machine.add_probes(spec)?;
     }
-    let mut objects = Vec::new();
-    for path in bpf {
+    let mut objects: Vec<BpfObject> = Vec::new();
+    for path in &args.bpf {
         let bytes = std::fs::read(path).map_err(|e| SimError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
         objects.push(machine.attach_bpf(&bytes, &path.display().to_string())?);
     }
-    let result = machine.run()?;
-    let code = result.status.shell_code() as u8;
+    // Ctrl-C ends the run with its summary (a second handler cannot be installed: the demo
+    // and tests run once per process, so a failure here only loses that nicety).
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    let ending = run_until_stopped(&mut machine);
+    let mut summary = Summary::of(&machine, &program.name, ending);
+    summary.sections.extend(objects.iter().map(|o| {
+        let text = o.summary();
+        Section {
+            title: format!("bpf {}", o.shown),
+            json: serde_json::json!({ "object": o.shown, "summary": text }),
+            lines: text.lines().map(str::to_string).collect(),
+        }
+    }));
+    let written = machine.trace_sink().with_writer(|out| {
+        if args.json {
+            report::write_json(out, &summary)
+        } else {
+            report::write_text(out, &summary)
+        }
+    });
+    if written.is_none() {
+        // The trace's writer is gone (`| head`): the summary goes to stderr.
+        let mut err = std::io::stderr().lock();
+        let _ = if args.json {
+            report::write_json(&mut err, &summary)
+        } else {
+            report::write_text(&mut err, &summary)
+        };
+    }
+    match summary.ending {
+        Ending::Failed(e) => Err(e.into()),
+        ending => Ok(ending.exit_code()),
+    }
+}
+
+/// Runs until the program ends, SIGINT, a closed output, the event limit or a failure.
+fn run_until_stopped(machine: &mut Machine) -> Ending {
+    loop {
+        match machine.run_for(CHUNK) {
+            Ok(Progress::Finished) => {
+                return Ending::Finished(machine.status().unwrap_or(ExitStatus::Killed(0)))
+            }
+            Ok(Progress::Paused) => {}
+            Err(e) => return Ending::Failed(e),
+        }
+        let sink = machine.trace_sink();
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Ending::Interrupted;
+        }
+        if sink.closed() {
+            return Ending::OutputClosed;
+        }
+        if sink.full() {
+            return Ending::MaxEvents(sink.counts().written);
+        }
+    }
+}
+
+/// `--list SPEC`: the sites, their instruction, class and cost, without running.
+fn list(program: &Program, spec: &str, json: bool) -> Result<u8, Failure> {
+    let mut machine = program.machine(config(None, false))?;
+    let sites = machine.sites(spec)?;
+    let is_return = ProbeSpec::parse(spec).is_ok_and(|s| s.kind == ProbeKind::Return);
     let mut out = BufWriter::new(std::io::stdout().lock());
-    // A closed stdout (e.g. `| head`) ends the report early; the exit code still counts.
     let _ = if json {
-        write_json(&mut out, &program.name, &result, &objects)
+        serde_json::to_writer(&mut out, &report::SiteList { sites: &sites })
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        write_report(&mut out, &machine, &result, quiet, &objects)
+        report::write_sites(&mut out, &sites, is_return)
     };
     let _ = out.flush();
-    Ok(code)
-}
-
-fn write_report(
-    out: &mut impl Write,
-    machine: &Machine,
-    result: &RunResult,
-    quiet: bool,
-    objects: &[BpfObject],
-) -> std::io::Result<()> {
-    if !result.stdout.is_empty() && !result.stdout.ends_with(b"\n") {
-        writeln!(out)?;
-    }
-    if !quiet {
-        writeln!(out, "--- trace ({} events)", result.trace.len())?;
-        for event in &result.trace {
-            writeln!(out, "{event}")?;
-        }
-    }
-    writeln!(out, "--- probes")?;
-    let spec_width = result
-        .probes
-        .iter()
-        .map(|p| p.spec.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    writeln!(
-        out,
-        "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}",
-        "SPEC", "ADDRESS", "LOCATION", "HITS", "RETURNS", "MISSED"
-    )?;
-    for p in &result.probes {
-        let location = location(machine, p.addr);
-        let s = p.stats;
-        // Counters belong to the address; returns only mean something for return probes.
-        let (returns, missed) = match p.role {
-            ProbeRole::Entry => ("-".to_string(), "-".to_string()),
-            _ => (s.returns.to_string(), s.missed.to_string()),
-        };
-        writeln!(
-            out,
-            "{:<spec_width$}  {:<10}  {:<20}  {:>10}  {:>10}  {:>8}",
-            p.spec,
-            format!("{:#x}", p.addr),
-            location,
-            s.hits,
-            returns,
-            missed
-        )?;
-    }
-    for p in result.probes.iter().filter(|p| p.role == ProbeRole::Return) {
-        if let Some(histogram) = &p.latency {
-            writeln!(
-                out,
-                "--- latency of {} at {} (instructions, entry to return)",
-                p.spec,
-                location(machine, p.addr)
-            )?;
-            write_histogram(out, histogram)?;
-        }
-    }
-    for object in objects {
-        writeln!(out, "--- bpf {}", object.shown)?;
-        write!(out, "{}", object.summary())?;
-    }
-    for line in &result.diagnostics {
-        writeln!(out, "--- kernel: {line}")?;
-    }
-    writeln!(
-        out,
-        "--- {} after {} instructions",
-        status_text(result),
-        result.instructions
-    )?;
-    Ok(())
-}
-
-fn status_text(result: &RunResult) -> String {
-    match result.status {
-        ruprobes_sim::kernel::ExitStatus::Exited(code) => format!("exit {code}"),
-        ruprobes_sim::kernel::ExitStatus::Killed(signal) => {
-            match ruprobes_trace::signal_name(signal) {
-                Some(name) => format!("killed by {name}"),
-                None => format!("killed by signal {signal}"),
-            }
-        }
-    }
-}
-
-fn location(machine: &Machine, addr: u64) -> String {
-    machine.main_image().map_or_else(
-        || format!("{addr:#x}"),
-        |image| image.location(addr).to_string(),
-    )
-}
-
-fn write_histogram(out: &mut impl Write, histogram: &Histogram) -> std::io::Result<()> {
-    if histogram.count() == 0 {
-        return writeln!(out, "(no completed calls)");
-    }
-    let max = histogram.buckets.iter().copied().max().unwrap_or(1).max(1);
-    let first = histogram.buckets.iter().position(|&c| c > 0).unwrap_or(0);
-    for (i, &count) in histogram.buckets.iter().enumerate().skip(first) {
-        let (lo, hi) = Histogram::range(i);
-        let bar = "@".repeat(((count * 40).div_ceil(max)) as usize);
-        let range = if hi == lo + 1 {
-            format!("[{lo}]")
-        } else {
-            format!("[{lo}, {hi})")
-        };
-        writeln!(out, "{range:<20} {count:>8} |{bar:<40}|")?;
-    }
-    Ok(())
-}
-
-fn write_json(
-    out: &mut impl Write,
-    name: &str,
-    result: &RunResult,
-    objects: &[BpfObject],
-) -> std::io::Result<()> {
-    let probes: Vec<serde_json::Value> = result.probes.iter().map(probe_json).collect();
-    let bpf: Vec<serde_json::Value> = objects
-        .iter()
-        .map(|o| serde_json::json!({ "object": o.shown, "summary": o.summary() }))
-        .collect();
-    let doc = serde_json::json!({
-        "program": name,
-        "output": String::from_utf8_lossy(&result.stdout),
-        "status": result.status,
-        "exit_code": result.status.shell_code(),
-        "instructions": result.instructions,
-        "trace": result.trace,
-        "probes": probes,
-        "diagnostics": result.diagnostics,
-        "bpf": bpf,
-    });
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
-    writeln!(out)
-}
-
-fn probe_json(p: &ProbeReport) -> serde_json::Value {
-    let histogram = p.latency.as_ref().map(|h| {
-        h.buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c > 0)
-            .map(|(i, &count)| {
-                let (lo, hi) = Histogram::range(i);
-                serde_json::json!({ "lo": lo, "hi": hi, "count": count })
-            })
-            .collect::<Vec<_>>()
-    });
-    serde_json::json!({
-        "spec": p.spec,
-        "addr": p.addr,
-        "role": p.role,
-        "hits": p.stats.hits,
-        "returns": p.stats.returns,
-        "missed": p.stats.missed,
-        "latency_histogram": histogram,
-    })
+    Ok(0)
 }
 
 fn scenarios(names: &[String]) -> Result<u8, Failure> {

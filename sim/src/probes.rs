@@ -1,20 +1,18 @@
-//! The probes of a machine: specs resolved against the program's symbols, consumers that
-//! trace per the shared trace semantics, counters, latency histograms, and unregistering
-//! (also in the middle of a run).
+//! What a probe of a machine is and what it gathers: its record, the tracing consumer built
+//! from a spec (trace events with fetched values, per the shared trace semantics), and its
+//! aggregations (latency and value histograms), whose memory grows with the number of
+//! probes, never with the number of hits. The machine side (resolving specs, registering,
+//! reading fetched memory) is [`crate::attach`].
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ruprobes::{abi, Consumer, ConsumerId};
-use ruprobes_trace::{ProbeKind, ProbeSpec, Target};
+use ruprobes::{abi, Consumer, ConsumerId, UserRegs};
+use ruprobes_trace::{FetchArg, FetchType, ProbeKind, Source};
 use serde::Serialize;
 
-use crate::error::SimError;
-use crate::kernel::{Pid, ProcState};
-use crate::machine::{Engine, Machine};
-use crate::space::SimSpace;
-use crate::trace::TraceEvent;
+use crate::trace::{Fetched, Loc, TraceEvent, TraceSink, Value};
 
 /// The handle of a probe added to a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -28,14 +26,11 @@ pub struct UnregisterQueue(Arc<Mutex<Vec<ProbeId>>>);
 impl UnregisterQueue {
     /// Asks the machine to unregister `id` once the current trap is handled.
     pub fn push(&self, id: ProbeId) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(id);
+        lock(&self.0).push(id);
     }
 
     pub(crate) fn take(&self) -> Vec<ProbeId> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *lock(&self.0))
     }
 }
 
@@ -60,17 +55,60 @@ impl From<ruprobes::ProbeStats> for Stats {
     }
 }
 
-/// A log2 histogram: bucket `i` counts values `v` with `2^(i-1) <= v < 2^i` (bucket 0: v = 0).
+/// How a histogram buckets its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    /// Bucket `i` counts values `v` with `2^(i-1) <= v < 2^i` (bucket 0: v = 0).
+    #[default]
+    Log2,
+    /// Buckets of `step` from `min` to `max`, with one below `min` and one at `max` and up.
+    Linear {
+        /// The lowest bucket's start.
+        min: u64,
+        /// The end of the last regular bucket.
+        max: u64,
+        /// The bucket width (> 0).
+        step: u64,
+    },
+}
+
+/// A histogram of unsigned values (signed values count as their two's complement).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Histogram {
+    /// How values are bucketed.
+    pub scale: Scale,
     /// Counts per bucket; trailing empty buckets are omitted.
     pub buckets: Vec<u64>,
 }
 
 impl Histogram {
+    /// An empty histogram of this scale.
+    pub fn new(scale: Scale) -> Self {
+        Histogram {
+            scale,
+            buckets: Vec::new(),
+        }
+    }
+
+    fn bucket(&self, value: u64) -> usize {
+        match self.scale {
+            Scale::Log2 => (u64::BITS - value.leading_zeros()) as usize,
+            Scale::Linear { min, max, step } => {
+                if value < min {
+                    0
+                } else if value >= max {
+                    ((max - min).div_ceil(step) + 1) as usize
+                } else {
+                    ((value - min) / step + 1) as usize
+                }
+            }
+        }
+    }
+
     /// Counts one value.
     pub fn add(&mut self, value: u64) {
-        let i = (u64::BITS - value.leading_zeros()) as usize;
+        let i = self.bucket(value);
         if self.buckets.len() <= i {
             self.buckets.resize(i + 1, 0);
         }
@@ -78,10 +116,23 @@ impl Histogram {
     }
 
     /// The value range `[lo, hi)` of bucket `i`.
-    pub fn range(i: usize) -> (u64, u64) {
-        match i {
-            0 => (0, 1),
-            _ => (1 << (i - 1), 1u64.checked_shl(i as u32).unwrap_or(u64::MAX)),
+    pub fn range(&self, i: usize) -> (u64, u64) {
+        match self.scale {
+            Scale::Log2 => match i {
+                0 => (0, 1),
+                _ => (1 << (i - 1), 1u64.checked_shl(i as u32).unwrap_or(u64::MAX)),
+            },
+            Scale::Linear { min, max, step } => {
+                let last = (max - min).div_ceil(step) + 1;
+                match i as u64 {
+                    0 => (0, min),
+                    n if n >= last => (max, u64::MAX),
+                    n => {
+                        let lo = min + (n - 1) * step;
+                        (lo, (lo + step).min(max))
+                    }
+                }
+            }
         }
     }
 
@@ -93,10 +144,10 @@ impl Histogram {
 
 /// Function latency of a return probe, in instructions from entry to return, per thread.
 #[derive(Debug, Default)]
-struct Latency {
+pub(crate) struct Latency {
     /// Pending calls per thread: (sp at entry, instruction count at entry).
     stacks: HashMap<usize, Vec<(usize, u64)>>,
-    histogram: Histogram,
+    pub(crate) histogram: Histogram,
 }
 
 impl Latency {
@@ -122,15 +173,26 @@ impl Latency {
     }
 }
 
+/// What a probe gathers besides its trace events.
+#[derive(Debug, Default)]
+pub(crate) struct Aggregate {
+    /// Entry-to-return latency (return probes).
+    pub(crate) latency: Option<Latency>,
+    /// The first fetched value of each event (with `--hist`/`--lhist`).
+    pub(crate) values: Option<Histogram>,
+}
+
 /// What a probe of a machine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeRole {
-    /// `uprobe:` — traces hits and post-steps.
+    /// `uprobe:` — traces hits (and post-steps when asked).
     Entry,
     /// `uretprobe:` — traces returns and measures latency.
     Return,
     /// A consumer given by the caller ([`Machine::register`]).
+    ///
+    /// [`Machine::register`]: crate::machine::Machine::register
     Custom,
 }
 
@@ -140,360 +202,340 @@ pub struct ProbeReport {
     /// Its handle.
     pub id: ProbeId,
     /// The spec it came from (or `0xADDR` for [`Machine::register`]).
+    ///
+    /// [`Machine::register`]: crate::machine::Machine::register
     pub spec: String,
     /// The program path it is keyed by.
     pub path: String,
     /// The probed address.
     pub addr: u64,
+    /// The probed address as traces print it (`fib+0x4`).
+    pub location: String,
+    /// The function the address falls in, if any.
+    pub function: Option<String>,
     /// Its kind.
     pub role: ProbeRole,
     /// Counters (of every consumer at this address together).
     pub stats: Stats,
     /// Entry-to-return latency in instructions, for return probes.
     pub latency: Option<Histogram>,
+    /// The label of the fetched value that [`values`](Self::values) counts.
+    pub value_label: Option<String>,
+    /// The histogram of the probe's first fetched value (with `--hist`/`--lhist`).
+    pub values: Option<Histogram>,
+}
+
+/// How the tracing probes of a machine behave (the CLI's options). The default is the
+/// shared trace semantics of the scenarios: post events on, no filter, log2 latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// Trace a `post` event after each probed instruction of an entry probe.
+    pub post: bool,
+    /// Only hits and returns of this process count (events and aggregations).
+    pub pid: Option<u64>,
+    /// Only hits and returns of this thread count (events and aggregations).
+    pub tid: Option<u64>,
+    /// The scale of latency histograms.
+    pub latency_scale: Scale,
+    /// Make a histogram of each probe's first fetched value, of this scale.
+    pub value_histogram: Option<Scale>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            post: true,
+            pid: None,
+            tid: None,
+            latency_scale: Scale::Log2,
+            value_histogram: None,
+        }
+    }
+}
+
+impl TraceOptions {
+    fn wants(&self, pid: usize, tid: usize) -> bool {
+        self.pid.is_none_or(|p| p == pid as u64) && self.tid.is_none_or(|t| t == tid as u64)
+    }
 }
 
 pub(crate) struct ProbeRecord {
-    spec: String,
-    path: String,
-    addr: u64,
-    role: ProbeRole,
+    pub(crate) spec: String,
+    pub(crate) path: String,
+    pub(crate) addr: u64,
+    pub(crate) location: Loc,
+    pub(crate) role: ProbeRole,
     /// `None` once unregistered.
-    consumer: Option<ConsumerId>,
+    pub(crate) consumer: Option<ConsumerId>,
     /// Counters frozen at unregistration.
-    frozen: Option<Stats>,
-    latency: Option<Arc<Mutex<Latency>>>,
+    pub(crate) frozen: Option<Stats>,
+    pub(crate) aggregate: Option<Arc<Mutex<Aggregate>>>,
+    pub(crate) value_label: Option<String>,
 }
 
-impl Machine {
-    /// Adds one probe from a spec (`uprobe:fib`, `uprobe:main+8`, `uprobe:0x10074`,
-    /// `uretprobe:fib`) on the main program, tracing per the shared trace semantics.
-    pub fn add_probe(&mut self, spec: &str) -> Result<ProbeId, SimError> {
-        let (kind, addr) = self.resolve(spec)?;
-        self.add_resolved(spec, kind, addr)
+impl ProbeRecord {
+    /// The report of this record, with the given counters.
+    pub(crate) fn report(&self, id: ProbeId, stats: Stats) -> ProbeReport {
+        let aggregate = self.aggregate.as_ref().map(|a| lock(a));
+        ProbeReport {
+            id,
+            spec: self.spec.clone(),
+            path: self.path.clone(),
+            addr: self.addr,
+            location: self.location.to_string(),
+            function: self
+                .location
+                .symbol
+                .as_ref()
+                .map(|(name, _)| name.to_string()),
+            role: self.role,
+            stats,
+            latency: aggregate
+                .as_ref()
+                .and_then(|a| a.latency.as_ref().map(|l| l.histogram.clone())),
+            value_label: self.value_label.clone(),
+            values: aggregate.as_ref().and_then(|a| a.values.clone()),
+        }
+    }
+}
+
+/// A fetch argument of a probe, owned.
+#[derive(Clone, Debug)]
+pub(crate) struct Fetch {
+    label: Arc<str>,
+    source: Source,
+    ty: FetchType,
+}
+
+impl From<FetchArg<'_>> for Fetch {
+    fn from(arg: FetchArg<'_>) -> Self {
+        Fetch {
+            label: Arc::from(arg.label),
+            source: arg.source,
+            ty: arg.ty,
+        }
+    }
+}
+
+/// A register value typed as the spec asks.
+pub(crate) fn typed_value(raw: u64, ty: FetchType) -> Value {
+    let bits = |bytes: u8| u32::from(bytes) * 8;
+    match ty {
+        FetchType::Unsigned(n) => Value::Unsigned(mask(raw, bits(n))),
+        FetchType::Hex(n) => Value::Hex(mask(raw, bits(n))),
+        FetchType::Signed(n) => {
+            let shift = 64 - bits(n);
+            Value::Signed(((raw << shift) as i64) >> shift)
+        }
+        FetchType::Str => Value::Fault(raw), // replaced by the string once read
+    }
+}
+
+fn mask(raw: u64, bits: u32) -> u64 {
+    if bits >= 64 {
+        raw
+    } else {
+        raw & ((1 << bits) - 1)
+    }
+}
+
+/// Memory a handler asked for: read after its trap (handlers cannot reach memory). The
+/// probed instruction has not changed memory by then: those that write memory run out of
+/// line, after the trap.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    /// Which fetched value it fills.
+    pub(crate) index: usize,
+    pub(crate) addr: u64,
+    pub(crate) ty: FetchType,
+}
+
+/// An event waiting for its memory reads.
+pub(crate) struct PendingEvent {
+    pub(crate) pid: u64,
+    pub(crate) event: TraceEvent,
+    pub(crate) fetched: Fetched,
+    pub(crate) reads: Vec<PendingRead>,
+    pub(crate) aggregate: Arc<Mutex<Aggregate>>,
+}
+
+/// Events whose fetched memory the machine reads after the trap.
+#[derive(Clone, Default)]
+pub(crate) struct FetchQueue(Arc<Mutex<Vec<PendingEvent>>>);
+
+impl FetchQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
     }
 
-    /// Like [`add_probe`](Self::add_probe), but a symbol ending in `*` adds a probe on every
-    /// symbol with that prefix, in address order; those whose instruction cannot be probed
-    /// ([`ruprobes::Error::Unsupported`]) are skipped.
-    pub fn add_probes(&mut self, spec: &str) -> Result<Vec<ProbeId>, SimError> {
-        let parsed = ProbeSpec::parse(spec).map_err(|e| bad_spec(spec, e))?;
-        let Target::Symbol(name, 0) = parsed.target else {
-            return self.add_probe(spec).map(|id| vec![id]);
-        };
-        let Some(prefix) = name.strip_suffix('*') else {
-            return self.add_probe(spec).map(|id| vec![id]);
-        };
-        let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
-        let addrs: Vec<u64> = image.symbols.with_prefix(prefix).map(|s| s.addr).collect();
-        if addrs.is_empty() {
-            return Err(SimError::UnknownSymbol {
-                spec: spec.to_string(),
-                symbol: name.to_string(),
+    pub(crate) fn take(&self) -> Vec<PendingEvent> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+/// Writes a finished event and counts its first value.
+pub(crate) fn finish(
+    sink: &TraceSink,
+    event: TraceEvent,
+    fetched: &Fetched,
+    aggregate: &Mutex<Aggregate>,
+) {
+    if let Some(values) = &mut lock(aggregate).values {
+        if let Some(v) = fetched.first().and_then(|(_, v)| v.number()) {
+            values.add(v);
+        }
+    }
+    sink.push_fetched(event, fetched);
+}
+
+/// What the tracing consumers of a machine share.
+#[derive(Clone)]
+pub(crate) struct Tracer {
+    pub(crate) sink: TraceSink,
+    pub(crate) clock: Arc<AtomicU64>,
+    pub(crate) fetches: FetchQueue,
+    pub(crate) options: TraceOptions,
+}
+
+impl Tracer {
+    /// Fetches the values of `args`: registers now, memory queued for after the trap.
+    /// Delivers the event (or queues it).
+    fn deliver(
+        &self,
+        regs: &dyn UserRegs,
+        pid: usize,
+        event: TraceEvent,
+        args: &[Fetch],
+        aggregate: &Arc<Mutex<Aggregate>>,
+    ) {
+        if args.is_empty() {
+            return finish(&self.sink, event, &Vec::new(), aggregate);
+        }
+        let mut fetched = Vec::with_capacity(args.len());
+        let mut reads = Vec::new();
+        for (index, arg) in args.iter().enumerate() {
+            let reg = |n: u8| regs.reg(usize::from(n)) as u64;
+            let value = match arg.source {
+                Source::Reg(n) => typed_value(reg(n), arg.ty),
+                Source::Retval => typed_value(reg(abi::A0 as u8), arg.ty),
+                Source::Mem { base, off } => {
+                    let addr = reg(base).wrapping_add_signed(off);
+                    reads.push(PendingRead {
+                        index,
+                        addr,
+                        ty: arg.ty,
+                    });
+                    Value::Fault(addr)
+                }
+            };
+            // A register's string is the memory it points to.
+            if arg.ty == FetchType::Str && !matches!(arg.source, Source::Mem { .. }) {
+                if let Value::Fault(addr) = value {
+                    reads.push(PendingRead {
+                        index,
+                        addr,
+                        ty: FetchType::Str,
+                    });
+                }
+            }
+            fetched.push((arg.label.clone(), value));
+        }
+        if reads.is_empty() {
+            finish(&self.sink, event, &fetched, aggregate);
+        } else {
+            lock(&self.fetches.0).push(PendingEvent {
+                pid: pid as u64,
+                event,
+                fetched,
+                reads,
+                aggregate: aggregate.clone(),
             });
         }
-        let mut ids = Vec::new();
-        for addr in addrs {
-            match self.add_resolved(spec, parsed.kind, addr) {
-                Ok(id) => ids.push(id),
-                Err(SimError::Probe {
-                    error: ruprobes::Error::Unsupported { .. },
-                    ..
-                }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(ids)
     }
 
-    fn resolve(&self, spec: &str) -> Result<(ProbeKind, u64), SimError> {
-        let parsed = ProbeSpec::parse(spec).map_err(|e| bad_spec(spec, e))?;
-        let image = self.main_image.as_ref().ok_or(SimError::NoProcess)?;
-        let addr = match parsed.target {
-            Target::Addr(addr) => addr,
-            Target::Symbol(name, off) => {
-                let base = image
-                    .symbols
-                    .resolve(name)
-                    .ok_or_else(|| SimError::UnknownSymbol {
-                        spec: spec.to_string(),
-                        symbol: name.to_string(),
-                    })?;
-                base.checked_add(off).ok_or_else(|| SimError::BadSpec {
-                    spec: spec.to_string(),
-                    why: "offset overflows".into(),
-                })?
-            }
-        };
-        Ok((parsed.kind, addr))
-    }
-
-    fn add_resolved(
-        &mut self,
-        spec: &str,
+    /// The consumer of a spec'd probe at `loc`, and what it aggregates.
+    pub(crate) fn consumer(
+        &self,
         kind: ProbeKind,
-        addr: u64,
-    ) -> Result<ProbeId, SimError> {
-        let image = self.main_image.clone().ok_or(SimError::NoProcess)?;
-        // A breakpoint over the second half of an instruction would corrupt it; the engine
-        // cannot tell instruction boundaries, the symbol table can. (An odd address is the
-        // engine's `Misaligned`.)
-        if let Some(start) = image.inside_instruction(addr).filter(|_| addr % 2 == 0) {
-            return Err(SimError::InsideInstruction {
-                spec: spec.to_string(),
-                addr,
-                insn: image.location(start).to_string(),
-            });
-        }
-        let loc = image.location(addr);
-        let sink = self.trace.clone();
-        let (consumer, role, latency) = match kind {
+        loc: Loc,
+        args: Vec<Fetch>,
+    ) -> (Consumer, ProbeRole, Arc<Mutex<Aggregate>>) {
+        let options = self.options;
+        let aggregate = Arc::new(Mutex::new(Aggregate {
+            latency: (kind == ProbeKind::Return).then(|| Latency {
+                stacks: HashMap::new(),
+                histogram: Histogram::new(options.latency_scale),
+            }),
+            values: options
+                .value_histogram
+                .filter(|_| !args.is_empty())
+                .map(Histogram::new),
+        }));
+        match kind {
             ProbeKind::Entry => {
-                let (at, post_at, post_sink) = (loc.clone(), loc, sink.clone());
-                let consumer = Consumer::new()
-                    .on_entry(move |regs, hit| {
-                        let args = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
-                        sink.push(TraceEvent::Hit {
+                let (tracer, at, agg) = (self.clone(), loc.clone(), aggregate.clone());
+                let mut consumer = Consumer::new().on_entry(move |regs, hit| {
+                    if !options.wants(hit.pid, hit.tid) {
+                        return;
+                    }
+                    let args01 = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
+                    let event = TraceEvent::Hit {
+                        pid: hit.pid as u64,
+                        at: at.clone(),
+                        args: args01,
+                    };
+                    tracer.deliver(regs, hit.pid, event, &args, &agg);
+                });
+                if options.post {
+                    let sink = self.sink.clone();
+                    consumer = consumer.on_post(move |regs, hit| {
+                        if !options.wants(hit.pid, hit.tid) {
+                            return;
+                        }
+                        sink.push(TraceEvent::Post {
                             pid: hit.pid as u64,
-                            at: at.clone(),
-                            args,
-                        });
-                    })
-                    .on_post(move |regs, hit| {
-                        let next = regs.pc() as u64;
-                        post_sink.push(TraceEvent::Post {
-                            pid: hit.pid as u64,
-                            at: post_at.clone(),
-                            next,
+                            at: loc.clone(),
+                            next: regs.pc() as u64,
                         });
                     });
-                (consumer, ProbeRole::Entry, None)
+                }
+                (consumer, ProbeRole::Entry, aggregate)
             }
             ProbeKind::Return => {
-                let latency = Arc::new(Mutex::new(Latency::default()));
-                let (on_entry, on_return) = (latency.clone(), latency.clone());
-                let (clock_in, clock_out) = (self.clock.clone(), self.clock.clone());
+                let (on_entry, on_return) = (aggregate.clone(), aggregate.clone());
+                let (clock_in, tracer) = (self.clock.clone(), self.clone());
                 let consumer = Consumer::new()
                     .on_entry(move |regs, hit| {
+                        if !options.wants(hit.pid, hit.tid) {
+                            return;
+                        }
                         let now = clock_in.load(Ordering::Relaxed);
-                        lock(&on_entry).enter(hit.tid, regs.reg(abi::SP), now);
+                        if let Some(latency) = &mut lock(&on_entry).latency {
+                            latency.enter(hit.tid, regs.reg(abi::SP), now);
+                        }
                     })
                     .on_return(move |regs, ret| {
-                        let value = regs.reg(abi::A0) as u64;
-                        sink.push(TraceEvent::Return {
+                        if !options.wants(ret.pid, ret.tid) {
+                            return;
+                        }
+                        let now = tracer.clock.load(Ordering::Relaxed);
+                        if let Some(latency) = &mut lock(&on_return).latency {
+                            latency.exit(ret.tid, regs.reg(abi::SP), now);
+                        }
+                        let event = TraceEvent::Return {
                             pid: ret.pid as u64,
                             func: loc.clone(),
-                            value,
-                        });
-                        let now = clock_out.load(Ordering::Relaxed);
-                        lock(&on_return).exit(ret.tid, regs.reg(abi::SP), now);
+                            value: regs.reg(abi::A0) as u64,
+                        };
+                        tracer.deliver(regs, ret.pid, event, &args, &on_return);
                     });
-                (consumer, ProbeRole::Return, Some(latency))
-            }
-        };
-        self.register_consumer(spec, &image.name, addr, consumer, role, latency)
-    }
-
-    /// Adds a caller-made consumer at `addr` of the main program.
-    pub fn register(&mut self, addr: u64, consumer: Consumer) -> Result<ProbeId, SimError> {
-        let path = self
-            .main_image
-            .as_ref()
-            .ok_or(SimError::NoProcess)?
-            .name
-            .clone();
-        self.register_at(&path, addr, consumer)
-    }
-
-    /// Adds a caller-made consumer at `addr` of the program `path` (e.g. a program that a
-    /// child `exec`s).
-    pub fn register_at(
-        &mut self,
-        path: &str,
-        addr: u64,
-        consumer: Consumer,
-    ) -> Result<ProbeId, SimError> {
-        self.register_consumer(
-            &format!("{addr:#x}"),
-            path,
-            addr,
-            consumer,
-            ProbeRole::Custom,
-            None,
-        )
-    }
-
-    /// Adds a caller-made consumer at `addr` of the main program, reported under `label`
-    /// (e.g. `bpf:PROGRAM`) instead of its address.
-    pub fn register_labeled(
-        &mut self,
-        label: &str,
-        addr: u64,
-        consumer: Consumer,
-    ) -> Result<ProbeId, SimError> {
-        let path = self
-            .main_image
-            .as_ref()
-            .ok_or(SimError::NoProcess)?
-            .name
-            .clone();
-        self.register_consumer(label, &path, addr, consumer, ProbeRole::Custom, None)
-    }
-
-    fn register_consumer(
-        &mut self,
-        spec: &str,
-        path: &str,
-        addr: u64,
-        consumer: Consumer,
-        role: ProbeRole,
-        latency: Option<Arc<Mutex<Latency>>>,
-    ) -> Result<ProbeId, SimError> {
-        let Engine::Own(engine) = &self.engine else {
-            return Err(SimError::Unavailable(
-                "per-machine probes in seed mode (use ruprobes::seed)",
-            ));
-        };
-        let target = self.process_running(path);
-        let result = match target {
-            Some(pid) => {
-                let proc = self.kernel.procs.get_mut(&pid).ok_or(SimError::NoProcess)?;
-                let mut space =
-                    SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
-                let result = engine.register(path, addr as usize, consumer, Some(&mut space));
-                if space.page_table_changed() {
-                    self.cpu.flush_tlb();
-                }
-                result
-            }
-            None => engine.register(path, addr as usize, consumer, None),
-        };
-        let id = result.map_err(|error| SimError::Probe {
-            spec: spec.to_string(),
-            error,
-        })?;
-        self.sync_others(path, target);
-        self.probes.push(ProbeRecord {
-            spec: spec.to_string(),
-            path: path.to_string(),
-            addr,
-            role,
-            consumer: Some(id),
-            frozen: None,
-            latency,
-        });
-        Ok(ProbeId(self.probes.len() - 1))
-    }
-
-    /// Removes a probe (also in the middle of a run); its counters are kept for the report.
-    pub fn unregister(&mut self, id: ProbeId) -> Result<(), SimError> {
-        let Engine::Own(engine) = &self.engine else {
-            return Err(SimError::Unavailable(
-                "per-machine probes in seed mode (use ruprobes::seed)",
-            ));
-        };
-        let record = self.probes.get(id.0).ok_or(SimError::UnknownProbe(id.0))?;
-        let consumer = record.consumer.ok_or(SimError::UnknownProbe(id.0))?;
-        let (path, addr, spec) = (record.path.clone(), record.addr, record.spec.clone());
-        let frozen = engine.stats(&path, addr as usize).map(Stats::from);
-        let target = self.process_running(&path);
-        let result = match target {
-            Some(pid) => {
-                let proc = self.kernel.procs.get_mut(&pid).ok_or(SimError::NoProcess)?;
-                let mut space =
-                    SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
-                engine.unregister(consumer, Some(&mut space))
-            }
-            None => engine.unregister(consumer, None),
-        };
-        result.map_err(|error| SimError::Probe { spec, error })?;
-        self.sync_others(&path, target);
-        let record = &mut self.probes[id.0];
-        record.consumer = None;
-        record.frozen = frozen;
-        Ok(())
-    }
-
-    /// Counters of a probe.
-    pub fn stats(&self, id: ProbeId) -> Option<Stats> {
-        let record = self.probes.get(id.0)?;
-        match (&self.engine, record.consumer) {
-            (Engine::Own(engine), Some(_)) => engine
-                .stats(&record.path, record.addr as usize)
-                .map(Stats::from),
-            _ => record.frozen,
-        }
-    }
-
-    /// Reports of every probe added so far.
-    pub fn probe_reports(&self) -> Vec<ProbeReport> {
-        (0..self.probes.len())
-            .map(|i| {
-                let record = &self.probes[i];
-                ProbeReport {
-                    id: ProbeId(i),
-                    spec: record.spec.clone(),
-                    path: record.path.clone(),
-                    addr: record.addr,
-                    role: record.role,
-                    stats: self.stats(ProbeId(i)).unwrap_or_default(),
-                    latency: record.latency.as_ref().map(|l| lock(l).histogram.clone()),
-                }
-            })
-            .collect()
-    }
-
-    /// The live process running `path`: the current one if it does, else the lowest pid.
-    fn process_running(&self, path: &str) -> Option<Pid> {
-        let runs = |pid: &Pid| {
-            self.kernel
-                .procs
-                .get(pid)
-                .is_some_and(|p| p.image.name == path && !matches!(p.state, ProcState::Zombie(_)))
-        };
-        self.kernel
-            .current
-            .filter(runs)
-            .or_else(|| self.kernel.procs.keys().copied().find(runs))
-    }
-
-    /// Brings every other live process running `path` in line with the registry.
-    fn sync_others(&mut self, path: &str, done: Option<Pid>) {
-        let Engine::Own(engine) = &self.engine else {
-            return;
-        };
-        let others: Vec<Pid> = self
-            .kernel
-            .procs
-            .values()
-            .filter(|p| {
-                Some(p.pid) != done
-                    && p.image.name == path
-                    && !matches!(p.state, ProcState::Zombie(_))
-            })
-            .map(|p| p.pid)
-            .collect();
-        for pid in others {
-            let Some(proc) = self.kernel.procs.get_mut(&pid) else {
-                continue;
-            };
-            let mut space = SimSpace::new(&mut self.mem, &mut proc.aspace, pid, &mut self.faults);
-            if let Err(e) = engine.sync(&mut space) {
-                self.diagnostics
-                    .push(format!("pid {pid}: syncing probes of {path}: {e}"));
+                (consumer, ProbeRole::Return, aggregate)
             }
         }
     }
 }
 
-fn bad_spec(spec: &str, e: ruprobes_trace::SpecError) -> SimError {
-    SimError::BadSpec {
-        spec: spec.to_string(),
-        why: e.to_string(),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -508,11 +550,46 @@ mod tests {
             h.add(v);
         }
         assert_eq!(h.buckets, [1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(Histogram::range(0), (0, 1));
-        assert_eq!(Histogram::range(3), (4, 8));
-        assert_eq!(Histogram::range(10), (512, 1024));
-        assert_eq!(Histogram::range(64), (1 << 63, u64::MAX));
+        assert_eq!(h.range(0), (0, 1));
+        assert_eq!(h.range(3), (4, 8));
+        assert_eq!(h.range(10), (512, 1024));
+        assert_eq!(h.range(64), (1 << 63, u64::MAX));
         assert_eq!(h.count(), 8);
+    }
+
+    #[test]
+    fn linear_histogram_has_under_and_overflow_buckets() {
+        let mut h = Histogram::new(Scale::Linear {
+            min: 10,
+            max: 35,
+            step: 10,
+        });
+        for v in [0, 9, 10, 19, 20, 34, 35, 1000] {
+            h.add(v);
+        }
+        // [0,10) [10,20) [20,30) [30,35) [35,..)
+        assert_eq!(h.buckets, [2, 2, 1, 1, 2]);
+        assert_eq!(h.range(0), (0, 10));
+        assert_eq!(h.range(1), (10, 20));
+        assert_eq!(h.range(3), (30, 35));
+        assert_eq!(h.range(4), (35, u64::MAX));
+    }
+
+    #[test]
+    fn fetched_registers_follow_their_type() {
+        assert_eq!(
+            typed_value(0xffff_ffff_ffff_fffe, FetchType::Signed(4)),
+            Value::Signed(-2)
+        );
+        assert_eq!(
+            typed_value(0x1234, FetchType::Unsigned(1)),
+            Value::Unsigned(0x34)
+        );
+        assert_eq!(typed_value(0x1234, FetchType::Hex(2)), Value::Hex(0x1234));
+        assert_eq!(
+            typed_value(u64::MAX, FetchType::Hex(8)),
+            Value::Hex(u64::MAX)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use goblin::elf::section_header::SHF_EXECINSTR;
-use goblin::elf::sym::{STB_GLOBAL, STT_FUNC, STT_NOTYPE};
+use goblin::elf::sym::{STB_GLOBAL, STT_FUNC, STT_NOTYPE, STT_OBJECT};
 use goblin::elf::Elf;
 
 /// One text symbol.
@@ -44,6 +44,19 @@ pub struct SymbolTable {
     sorted: Vec<Symbol>,
     /// Name -> index into `sorted` of the best symbol of that name.
     by_name: HashMap<Arc<str>, usize>,
+    /// Data objects (`STT_OBJECT`) in executable sections: name -> address. Not text
+    /// symbols (traces never name them), kept so that a probe spec naming one is refused
+    /// with a clear reason.
+    objects: HashMap<Arc<str>, u64>,
+}
+
+/// Why a name does not resolve to a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotFunction {
+    /// No symbol has the name.
+    Unknown,
+    /// The name is a label or data, with this description, at this address.
+    Other(&'static str, u64),
 }
 
 impl SymbolTable {
@@ -71,7 +84,14 @@ impl SymbolTable {
                 is_global: sym.st_bind() == STB_GLOBAL,
             })
         });
-        Self::new(symbols.collect())
+        let mut table = Self::new(symbols.collect());
+        table.objects = elf
+            .syms
+            .iter()
+            .filter(|sym| sym.st_type() == STT_OBJECT && executable(sym.st_shndx))
+            .filter_map(|sym| Some((Arc::from(elf.strtab.get_at(sym.st_name)?), sym.st_value)))
+            .collect();
+        table
     }
 
     /// Builds a table from a list of symbols in any order.
@@ -92,6 +112,29 @@ impl SymbolTable {
         SymbolTable {
             sorted: symbols,
             by_name,
+            objects: HashMap::new(),
+        }
+    }
+
+    /// Whether the table is empty (a stripped program).
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty() && self.objects.is_empty()
+    }
+
+    /// The address of the function (`STT_FUNC` symbol) called `name`; a label or a data
+    /// object of that name is an error saying so.
+    pub fn resolve_function(&self, name: &str) -> Result<u64, NotFunction> {
+        if let Some(&i) = self.by_name.get(name) {
+            let sym = &self.sorted[i];
+            return if sym.is_func {
+                Ok(sym.addr)
+            } else {
+                Err(NotFunction::Other("a label (STT_NOTYPE)", sym.addr))
+            };
+        }
+        match self.objects.get(name) {
+            Some(&addr) => Err(NotFunction::Other("a data object (STT_OBJECT)", addr)),
+            None => Err(NotFunction::Unknown),
         }
     }
 
@@ -186,6 +229,12 @@ mod tests {
         assert_eq!(t.resolve("main"), Some(0x100));
         assert_eq!(t.resolve("zoo_a"), Some(0x200));
         assert_eq!(t.resolve("nope"), None);
+        assert_eq!(t.resolve_function("main"), Ok(0x100));
+        assert_eq!(
+            t.resolve_function("zoo_a"),
+            Err(NotFunction::Other("a label (STT_NOTYPE)", 0x200))
+        );
+        assert_eq!(t.resolve_function("nope"), Err(NotFunction::Unknown));
         let names: Vec<_> = t.with_prefix("zoo_").map(|s| s.name.to_string()).collect();
         assert_eq!(names, ["zoo_a", "zoo_b"]);
         let names: Vec<_> = t.with_prefix("zoo").map(|s| s.name.to_string()).collect();

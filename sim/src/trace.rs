@@ -1,10 +1,24 @@
-//! The simulator's trace events: the shared [`ruprobes_trace::Event`] with shared
-//! (`Arc<str>`) symbol names, so an event outlives the image whose symbols it names. Its text
-//! form is the QEMU test kernel's, byte for byte; it serialises as JSON.
+//! The simulator's trace events and where they go.
+//!
+//! An event is the shared [`ruprobes_trace::Event`] with shared (`Arc<str>`) symbol names, so
+//! it outlives the image whose symbols it names. Its text form is the QEMU test kernel's,
+//! byte for byte; it serialises as JSON. Probes that fetch arguments add named values after
+//! it ([`Fetched`]): ` name=value` in text, a `"fetch"` object in JSON.
+//!
+//! A [`TraceSink`] either collects events (the library default: [`RunResult::trace`]) or
+//! streams them to a writer as they happen ([`TraceSink::streaming`]: text lines or JSON
+//! Lines), so that a run's memory does not grow with its events. A streaming sink filters by
+//! process, stops accepting events after a limit, and notices a writer that went away (a
+//! closed pipe): it stops writing and says so ([`TraceSink::closed`]) so the run can end.
+//!
+//! [`RunResult::trace`]: crate::machine::RunResult::trace
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ruprobes_trace::{Event, Location};
+use serde::Serialize;
 
 /// A code address with the symbol it falls in.
 pub type Loc = Location<Arc<str>>;
@@ -12,56 +26,421 @@ pub type Loc = Location<Arc<str>>;
 /// One event of a traced run.
 pub type TraceEvent = Event<Arc<str>>;
 
+/// The longest partial line of program output held back before it is written anyway.
+const MAX_PARTIAL: usize = 4096;
+
+/// A value a probe fetched (a register, memory, a string), typed as the spec asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// Unsigned, printed in decimal.
+    Unsigned(u64),
+    /// Signed, printed in decimal.
+    Signed(i64),
+    /// Printed in hex.
+    Hex(#[serde(serialize_with = "hex")] u64),
+    /// A NUL-terminated string (lossy UTF-8).
+    Str(String),
+    /// The memory could not be read.
+    Fault(#[serde(serialize_with = "fault")] u64),
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+fn fault<S: serde::Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("(fault at {addr:#x})"))
+}
+
+impl Value {
+    /// The value as a number for histograms (strings and faults have none).
+    pub fn number(&self) -> Option<u64> {
+        match *self {
+            Value::Unsigned(v) | Value::Hex(v) => Some(v),
+            Value::Signed(v) => Some(v as u64),
+            Value::Str(_) | Value::Fault(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Unsigned(v) => write!(f, "{v}"),
+            Value::Signed(v) => write!(f, "{v}"),
+            Value::Hex(v) => write!(f, "{v:#x}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Fault(addr) => write!(f, "(fault@{addr:#x})"),
+        }
+    }
+}
+
+/// The fetched values of one event, in spec order: (label, value).
+pub type Fetched = Vec<(Arc<str>, Value)>;
+
+/// How a streaming sink writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One text line per event (the program's output inline when it shares the writer).
+    Text,
+    /// JSON Lines: one object per event (the program's output as `output` objects).
+    Json,
+}
+
+/// What a streaming sink accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only events of this process.
+    pub pid: Option<u64>,
+    /// At most this many events; the run should stop at the limit ([`TraceSink::full`]).
+    pub max_events: Option<u64>,
+    /// Write no event at all (`--quiet`): counters and histograms still count.
+    pub quiet: bool,
+}
+
+/// Event counts of a sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SinkCounts {
+    /// Events accepted (written, or collected).
+    pub written: u64,
+    /// Events not written: other processes, `--quiet`, beyond the limit, after the writer
+    /// closed.
+    pub dropped: u64,
+}
+
+enum Target {
+    Collect(Vec<TraceEvent>),
+    Stream {
+        out: Box<dyn Write + Send>,
+        format: Format,
+        /// The program's output goes to this writer too (text to the same stream).
+        inline_output: bool,
+        /// Program output after its last newline, held back (text) so that events do not
+        /// split its lines.
+        partial: Vec<u8>,
+    },
+}
+
+struct Inner {
+    target: Target,
+    filter: Filter,
+    counts: SinkCounts,
+    /// The writer failed (e.g. EPIPE): nothing more is written to it.
+    closed: bool,
+}
+
 /// The shared, ordered event log of one machine. Probe handlers (which the engine calls
 /// with no access to the machine) and the kernel both append to it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 pub struct TraceSink {
-    events: Arc<Mutex<Vec<TraceEvent>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for TraceSink {
+    fn default() -> Self {
+        Self::with(Target::Collect(Vec::new()), Filter::default())
+    }
+}
+
+impl fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceSink")
+            .field("counts", &self.counts())
+            .finish()
+    }
 }
 
 impl TraceSink {
+    fn with(target: Target, filter: Filter) -> Self {
+        TraceSink {
+            inner: Arc::new(Mutex::new(Inner {
+                target,
+                filter,
+                counts: SinkCounts::default(),
+                closed: false,
+            })),
+        }
+    }
+
+    /// A sink that writes every event to `out` as it happens (see [`stream_to`]).
+    ///
+    /// [`stream_to`]: Self::stream_to
+    pub fn streaming(
+        out: Box<dyn Write + Send>,
+        format: Format,
+        filter: Filter,
+        inline_output: bool,
+    ) -> Self {
+        let sink = Self::default();
+        sink.stream_to(out, format, filter, inline_output);
+        sink
+    }
+
+    /// From now on, writes every event to `out` as it happens instead of collecting it, for
+    /// this sink and all its clones (the probes hold clones). With `inline_output`, the
+    /// program's output is written there too ([`TraceSink::output`]), keeping the order of
+    /// output and events.
+    pub fn stream_to(
+        &self,
+        out: Box<dyn Write + Send>,
+        format: Format,
+        filter: Filter,
+        inline_output: bool,
+    ) {
+        let mut inner = self.lock();
+        inner.target = Target::Stream {
+            out,
+            format,
+            inline_output,
+            partial: Vec::new(),
+        };
+        inner.filter = filter;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Appends one event.
     pub fn push(&self, event: TraceEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event);
+        self.push_fetched(event, &[]);
     }
 
-    /// Removes and returns every event recorded so far.
+    /// Appends one event with the values its probe fetched.
+    pub fn push_fetched(&self, event: TraceEvent, fetched: &[(Arc<str>, Value)]) {
+        let mut inner = self.lock();
+        let Inner {
+            target,
+            filter,
+            counts,
+            closed,
+        } = &mut *inner;
+        let full = filter.max_events.is_some_and(|max| counts.written >= max);
+        let other = filter.pid.is_some_and(|pid| pid != event.pid());
+        if filter.quiet || full || other || *closed {
+            counts.dropped += 1;
+            return;
+        }
+        counts.written += 1;
+        match target {
+            Target::Collect(events) => events.push(event),
+            Target::Stream { out, format, .. } => {
+                let written = match format {
+                    Format::Text => write_text(out, &event, fetched),
+                    Format::Json => write_json(out, &event, fetched),
+                };
+                if written.is_err() {
+                    *closed = true;
+                }
+            }
+        }
+    }
+
+    /// Takes program output: writes it when it shares this sink's writer, and returns
+    /// whether it did (else the caller echoes it wherever it goes).
+    pub fn output(&self, bytes: &[u8]) -> bool {
+        let mut inner = self.lock();
+        let Inner { target, closed, .. } = &mut *inner;
+        let Target::Stream {
+            out,
+            format,
+            inline_output: true,
+            partial,
+        } = target
+        else {
+            return false;
+        };
+        if *closed || bytes.is_empty() {
+            return true;
+        }
+        let written = match format {
+            Format::Text => {
+                partial.extend_from_slice(bytes);
+                // Whole lines go out now; a long partial line too (its memory is bounded).
+                let cut = match partial.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if partial.len() >= MAX_PARTIAL => partial.len(),
+                    None => 0,
+                };
+                let result = out.write_all(&partial[..cut]).and_then(|()| out.flush());
+                partial.drain(..cut);
+                result
+            }
+            Format::Json => {
+                let text = String::from_utf8_lossy(bytes);
+                let line = serde_json::json!({ "event": "output", "text": text });
+                serde_json::to_writer(&mut *out, &line)
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"))
+            }
+        };
+        if written.is_err() {
+            *closed = true;
+        }
+        true
+    }
+
+    /// Writes a held-back partial line of program output (ending it with a newline) and
+    /// flushes the writer; a failure marks the sink closed.
+    pub fn flush(&self) {
+        let mut inner = self.lock();
+        let Inner { target, closed, .. } = &mut *inner;
+        if let Target::Stream { out, partial, .. } = target {
+            if *closed {
+                return;
+            }
+            let mut result = Ok(());
+            if !partial.is_empty() {
+                partial.push(b'\n');
+                result = out.write_all(partial);
+                partial.clear();
+            }
+            if result.and_then(|()| out.flush()).is_err() {
+                *closed = true;
+            }
+        }
+    }
+
+    /// Runs `f` on the writer of a streaming sink (after [`flush`](Self::flush)), e.g. to
+    /// write the summary after the events. `None` for a collecting sink or a closed writer.
+    pub fn with_writer<R>(&self, f: impl FnOnce(&mut dyn Write) -> io::Result<R>) -> Option<R> {
+        self.flush();
+        let mut inner = self.lock();
+        let Inner { target, closed, .. } = &mut *inner;
+        let Target::Stream { out, .. } = target else {
+            return None;
+        };
+        if *closed {
+            return None;
+        }
+        match f(out.as_mut()).and_then(|r| out.flush().map(|()| r)) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                *closed = true;
+                None
+            }
+        }
+    }
+
+    /// Whether the writer went away (its writes failed): a closed pipe.
+    pub fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Whether the event limit was reached.
+    pub fn full(&self) -> bool {
+        let inner = self.lock();
+        inner
+            .filter
+            .max_events
+            .is_some_and(|max| inner.counts.written >= max)
+    }
+
+    /// How many events were accepted and dropped.
+    pub fn counts(&self) -> SinkCounts {
+        self.lock().counts
+    }
+
+    /// Removes and returns every event collected so far (none when streaming).
     pub fn take(&self) -> Vec<TraceEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
+        match &mut self.lock().target {
+            Target::Collect(events) => std::mem::take(events),
+            Target::Stream { .. } => Vec::new(),
+        }
     }
 
-    /// How many events are recorded.
+    /// How many events are collected (none when streaming).
     pub fn len(&self) -> usize {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        match &self.lock().target {
+            Target::Collect(events) => events.len(),
+            Target::Stream { .. } => 0,
+        }
     }
 
-    /// Whether no event is recorded.
+    /// Whether no event is collected.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn write_text(
+    out: &mut dyn Write,
+    event: &TraceEvent,
+    fetched: &[(Arc<str>, Value)],
+) -> io::Result<()> {
+    write!(out, "{event}")?;
+    for (label, value) in fetched {
+        write!(out, " {label}={value}")?;
+    }
+    out.write_all(b"\n")
+}
+
+fn write_json(
+    out: &mut dyn Write,
+    event: &TraceEvent,
+    fetched: &[(Arc<str>, Value)],
+) -> io::Result<()> {
+    if fetched.is_empty() {
+        serde_json::to_writer(&mut *out, event)?;
+    } else {
+        let mut object = serde_json::to_value(event)?;
+        let values: serde_json::Map<String, serde_json::Value> = fetched
+            .iter()
+            .map(|(label, value)| {
+                let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+                (label.to_string(), v)
+            })
+            .collect();
+        object["fetch"] = serde_json::Value::Object(values);
+        serde_json::to_writer(&mut *out, &object)?;
+    }
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A writer whose bytes the test can read, failing once `fail_after` bytes were taken.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>, Option<usize>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.1.is_some_and(|max| bytes.len() + buf.len() > max) {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned()
+        }
+    }
+
+    fn hit(pid: u64) -> TraceEvent {
+        TraceEvent::Hit {
+            pid,
+            at: Loc {
+                addr: 0x10074,
+                symbol: Some((Arc::from("fib"), 0)),
+            },
+            args: [5, 0],
+        }
+    }
+
     #[test]
     fn text_and_json_follow_the_shared_event() {
-        let at = Loc {
-            addr: 0x10074,
-            symbol: Some((Arc::from("fib"), 0)),
-        };
-        let hit = TraceEvent::Hit {
-            pid: 1,
-            at: at.clone(),
-            args: [5, 0],
-        };
+        let hit = hit(1);
         assert_eq!(hit.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
         let post = TraceEvent::Post {
             pid: 2,
@@ -92,8 +471,6 @@ mod tests {
         let json = serde_json::to_value(&killed).unwrap_or_default();
         assert_eq!(json["event"], "killed");
         assert_eq!(json["signal"], 5);
-        assert_eq!(json["at"]["addr"], 0x1003c);
-        assert_eq!(json["at"]["symbol"][0], "main");
         assert_eq!(json["at"]["symbol"][1], 0x1c);
     }
 
@@ -108,5 +485,80 @@ mod tests {
         assert_eq!(events[0], TraceEvent::Syscall { pid: 1, nr: 64 });
         assert_eq!(events[1], TraceEvent::Exit { pid: 1, code: 0 });
         assert!(other.is_empty());
+    }
+
+    #[test]
+    fn streaming_text_interleaves_output_and_fetched_values() {
+        let out = Shared::default();
+        let sink =
+            TraceSink::streaming(Box::new(out.clone()), Format::Text, Filter::default(), true);
+        assert!(sink.output(b"one\npartial"));
+        sink.push_fetched(
+            hit(1),
+            &[
+                (Arc::from("n"), Value::Signed(-3)),
+                (Arc::from("s"), Value::Str("hi".into())),
+            ],
+        );
+        assert!(sink.output(b"rest\n"));
+        sink.push(TraceEvent::Exit { pid: 1, code: 0 });
+        assert_eq!(
+            out.text(),
+            "one\npid 1 hit fib pc=0x10074 a0=0x5 a1=0x0 n=-3 s=\"hi\"\npartialrest\npid 1 exit 0\n",
+            "lines of output stay whole"
+        );
+        sink.output(b"no newline");
+        sink.flush();
+        assert!(out.text().ends_with("pid 1 exit 0\nno newline\n"));
+        assert!(sink.take().is_empty(), "nothing is kept");
+    }
+
+    #[test]
+    fn streaming_json_lines_filter_limit_and_closed_pipe() {
+        let out = Shared::default();
+        let filter = Filter {
+            pid: Some(2),
+            max_events: Some(2),
+            quiet: false,
+        };
+        let sink = TraceSink::streaming(Box::new(out.clone()), Format::Json, filter, true);
+        sink.push(hit(1));
+        sink.push_fetched(hit(2), &[(Arc::from("x"), Value::Hex(255))]);
+        assert!(!sink.full());
+        sink.output(b"out\n");
+        sink.push(hit(2));
+        assert!(sink.full());
+        sink.push(hit(2));
+        let text = out.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_default())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0]["fetch"]["x"], "0xff");
+        assert_eq!(lines[1]["event"], "output");
+        assert_eq!(lines[1]["text"], "out\n");
+        assert_eq!(lines[2]["event"], "hit");
+        assert_eq!(
+            sink.counts(),
+            SinkCounts {
+                written: 2,
+                dropped: 2
+            }
+        );
+
+        let out = Shared(Arc::default(), Some(10));
+        let sink = TraceSink::streaming(
+            Box::new(out.clone()),
+            Format::Text,
+            Filter::default(),
+            false,
+        );
+        assert!(!sink.output(b"not ours"), "output goes elsewhere");
+        sink.push(hit(1));
+        assert!(sink.closed(), "a failed write closes the sink");
+        sink.push(hit(1));
+        assert_eq!(sink.with_writer(|w| w.write_all(b"x")), None);
+        assert_eq!(sink.counts().dropped, 1);
     }
 }

@@ -58,7 +58,12 @@ fn call_counter_per_function() {
     );
     // The same counts as the simulator's own entry probes.
     let probes = sim(&["trace", &fixture("sort"), "-q", "-p", "uprobe:quick_sort"]);
-    assert!(stdout(&probes).contains("quick_sort                   503"));
+    let row = stdout(&probes)
+        .lines()
+        .find(|l| l.starts_with("uprobe:quick_sort "))
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(row.get(3).map(String::as_str), Some("503"), "{row:?}");
 }
 
 #[test]
@@ -118,11 +123,20 @@ fn user_strings_and_ring_buffer() {
         &object("greet"),
         "--json",
     ]);
-    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON document");
-    assert!(doc["bpf"][0]["summary"]
-        .as_str()
-        .is_some_and(|s| s.contains("@greetings[ann]: 3")));
-    assert_eq!(doc["trace"][0]["event"], "print");
+    // JSON Lines: the events as they happen, the summary (with the bpf section) last.
+    let lines: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let doc = lines.last().cloned().unwrap_or_default();
+    assert_eq!(doc["event"], "summary");
+    assert!(
+        doc["sections"][format!("bpf {}", object("greet"))]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("@greetings[ann]: 3"))
+    );
+    let first = lines.iter().find(|l| l["event"] != "output");
+    assert_eq!(first.map(|l| l["event"].clone()), Some("print".into()));
 }
 
 #[test]

@@ -52,18 +52,18 @@ fn trace_fib_entry_and_return() {
         "uprobe:fib",
         "-p",
         "uretprobe:fib",
+        "--post",
     ]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        out.starts_with("fib(10) = 55\n--- trace ("),
-        "output first, then the trace: {out}"
+        out.starts_with("pid 1 hit fib pc=0x10014 a0=0xa a1=0x0\npid 1 post fib next=0x10016\n"),
+        "events as they happen: {out}"
     );
     assert!(
-        out.contains("pid 1 hit fib pc=0x10014 a0=0xa a1=0x0\n"),
-        "{out}"
+        out.contains("\nfib(10) = 55\n"),
+        "the program's output lines stay whole among the events: {out}"
     );
-    assert!(out.contains("pid 1 post fib next=0x10016\n"));
     assert!(
         out.contains("pid 1 ret fib a0=0x37\n"),
         "fib(10) returns 55: {out}"
@@ -117,19 +117,19 @@ fn trace_by_address_and_offset() {
         "{}",
         stdout(&o)
     );
-    assert!(stdout(&o).contains("pid 1 post main+0x8 next="));
+    assert!(
+        !stdout(&o).contains(" post "),
+        "post lines only with --post"
+    );
 }
 
 #[test]
-fn quiet_omits_the_trace_and_json_is_one_document() {
+fn quiet_omits_the_trace_and_json_is_json_lines() {
     let o = sim(&["trace", &fixture("fib"), "-p", "uretprobe:fib", "--quiet"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0));
-    assert!(
-        !out.contains("--- trace") && !out.contains("pid 1 ret"),
-        "{out}"
-    );
-    assert!(out.contains("--- probes"));
+    assert!(!out.contains("pid 1 "), "{out}");
+    assert!(out.starts_with("fib(10) = 55\n--- probes\n"), "{out}");
 
     let o = sim(&[
         "trace",
@@ -141,13 +141,33 @@ fn quiet_omits_the_trace_and_json_is_one_document() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let doc: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
-    assert_eq!(doc["output"], "fib(10) = 55\n");
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines[0]["event"], "hit");
+    assert_eq!(lines[0]["at"]["symbol"][0], "fib");
+    let output: String = lines
+        .iter()
+        .filter(|l| l["event"] == "output")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(output, "fib(10) = 55\n");
+    let doc = lines.last().cloned().unwrap_or_default();
+    assert_eq!(doc["event"], "summary", "the summary is the last line");
+    let events = lines
+        .iter()
+        .filter(|l| l["event"] != "output" && l["event"] != "summary")
+        .count() as u64;
+    assert_eq!(Some(events), doc["events"]["written"].as_u64());
     assert_eq!(doc["exit_code"], 0);
-    assert_eq!(doc["trace"][0]["event"], "hit");
-    assert_eq!(doc["trace"][0]["at"]["symbol"][0], "fib");
+    assert_eq!(doc["ending"]["how"], "finished");
     assert_eq!(doc["probes"][0]["hits"], 89);
+    assert_eq!(
+        doc["probes"][0].get("returns"),
+        None,
+        "an entry probe carries no returns"
+    );
     assert_eq!(doc["probes"][1]["returns"], 89);
     let buckets = doc["probes"][1]["latency_histogram"]
         .as_array()

@@ -8,7 +8,7 @@ mod scenario;
 mod spec;
 
 pub use scenario::{BpfScenario, Scenario, BPF_SCENARIOS, SCENARIOS};
-pub use spec::{ProbeKind, ProbeSpec, SpecError, Target};
+pub use spec::{FetchArg, FetchType, ProbeKind, ProbeSpec, Source, SpecError, Target};
 
 use core::fmt;
 
