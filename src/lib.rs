@@ -145,6 +145,9 @@ pub struct Outcome {
     pub events: Vec<TraceEvent>,
     /// The register file of the process that exited last.
     pub final_regs: Option<Regs>,
+    /// Instructions the program executed: the clock behind `rdinstret`, `rdcycle`,
+    /// `rdtime` and `get_time`, which probes must not change.
+    pub instructions: u64,
 }
 
 /// Runs `machine` to the end and collects its [`Outcome`].
@@ -165,6 +168,7 @@ pub fn finish(machine: &mut Machine) -> Outcome {
         status: result.status,
         events,
         final_regs: machine.final_regs(),
+        instructions: result.instructions,
     }
 }
 

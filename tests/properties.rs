@@ -10,6 +10,8 @@
 //! - Probe everything: a probe on every supported instruction, one case per fixture.
 //! - Unregistering every probe restores the text byte-identical to the ELF, also mid-run.
 //! - Handlers that change registers (a0, or the pc to skip a call) do what a user expects.
+//! - The instruction clock (what `rdinstret`, `rdcycle`, `rdtime`, `get_time` and latency
+//!   histograms read) is the same probed and unprobed, in every probed-vs-unprobed check.
 //!
 //! Raise the case counts with `PROPTEST_CASES=N cargo test --test properties`.
 
@@ -263,6 +265,12 @@ fn assert_same(expected: &Outcome, got: &Outcome, what: &str, ra_may_differ: boo
     );
     assert_eq!(got.status, expected.status, "{what}: status");
     assert_eq!(got.events, expected.events, "{what}: syscalls and exits");
+    // Every instruction counts once however a probe ran it (CPU, XOL slot, or simulated or
+    // emulated in the trap); breakpoints count zero: the program's clocks read the same.
+    assert_eq!(
+        got.instructions, expected.instructions,
+        "{what}: instruction clock"
+    );
     match (expected.final_regs, got.final_regs) {
         (Some(mut e), Some(mut g)) => {
             if ra_may_differ

@@ -403,3 +403,291 @@ fn help_shows_the_examples() {
         .contains("ruprobes-sim trace fixtures/bin/fib.elf -p uprobe:fib -p uretprobe:fib"));
     assert!(stderr(&o).is_empty());
 }
+
+/// The histogram lines (`[lo, hi)  count  |@@@|`) of a text summary, in order.
+fn histogram_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with('[') && l.contains('|'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn latency_is_the_same_with_every_instruction_probed() {
+    let fib = fixture("fib");
+    let alone = sim(&["trace", &fib, "-q", "-p", "uretprobe:fib"]);
+    let crowded = sim(&[
+        "trace",
+        &fib,
+        "-q",
+        "-p",
+        "uretprobe:fib",
+        "-p",
+        "uprobe:*+*",
+    ]);
+    assert_eq!(alone.status.code(), Some(0), "{}", stderr(&alone));
+    assert_eq!(crowded.status.code(), Some(0), "{}", stderr(&crowded));
+    let (a, c) = (stdout(&alone), stdout(&crowded));
+    assert!(!histogram_lines(&a).is_empty(), "{a}");
+    assert_eq!(histogram_lines(&a), histogram_lines(&c), "{a}\n{c}");
+    let last = |s: &str| s.lines().last().unwrap_or_default().to_string();
+    assert_eq!(last(&a), "--- exit 0 after 2379 instructions");
+    assert_eq!(last(&a), last(&c), "the same instruction clock");
+    assert!(c.contains("--- hits per function\n"), "{c}");
+}
+
+#[test]
+fn fetch_arguments_filters_and_limits() {
+    let fib = fixture("fib");
+    let o = sim(&[
+        "trace",
+        &fib,
+        "-p",
+        "uprobe:fib n=%a0:u32 %sp +0(%sp):x64 %a0:s8",
+        "-p",
+        "uretprobe:fib $retval:u64",
+        "--max-events",
+        "2",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events: Vec<&str> = out.lines().filter(|l| l.starts_with("pid ")).collect();
+    assert_eq!(events.len(), 2, "{out}");
+    assert!(
+        events[0].starts_with("pid 1 hit fib pc=0x10014 a0=0xa a1=0x0 n=10 %sp=0x"),
+        "{out}"
+    );
+    assert!(events[0].contains(" +0(%sp)=0x") && events[0].ends_with(" %a0=10"));
+    // fib ends before the run's next check (every 2^20 instructions); the rest is dropped.
+    assert!(out.contains("; 2 events written, "), "{out}");
+
+    let o = sim(&["trace", &fib, "-p", "uretprobe:fib r=$retval:u64", "--hist"]);
+    let out = stdout(&o);
+    assert!(out.contains("pid 1 ret fib a0=0x37 r=55\n"), "{out}");
+    assert!(out.contains("--- values of r of uretprobe:fib r=$retval:u64 at fib\n"));
+    let o = sim(&[
+        "trace",
+        &fib,
+        "-q",
+        "-p",
+        "uretprobe:fib",
+        "--lhist",
+        "0,100,25",
+    ]);
+    assert!(stdout(&o).contains("[0, 25) "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("[100, ...) "), "{}", stdout(&o));
+
+    // Process filters: fib is pid 1.
+    let o = sim(&["trace", &fib, "-p", "uprobe:fib", "--pid", "2"]);
+    assert!(!stdout(&o).contains("pid 1 "), "{}", stdout(&o));
+    let o = sim(&["trace", &fib, "-p", "uprobe:fib", "--tid", "1"]);
+    assert!(stdout(&o).contains("pid 1 hit fib"), "{}", stdout(&o));
+    let o = sim(&["trace", &fib, "-p", "uprobe:fib", "--tid", "7"]);
+    assert!(!stdout(&o).contains("hit fib"), "{}", stdout(&o));
+}
+
+#[test]
+fn ranges_lists_output_file_and_probes_from() {
+    let crc = fixture("crc");
+    let o = sim(&["trace", &crc, "--list", "uprobe:crc32+*"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.starts_with("ADDRESS  LOCATION"), "{out}");
+    assert!(
+        out.contains(" emulated ") || out.contains(" simulated "),
+        "{out}"
+    );
+    assert!(out.contains(" out of line "), "{out}");
+    assert!(out.contains("--- "), "{out}");
+    let zoo = fixture("insn_zoo");
+    let o = sim(&["trace", &zoo, "-l", "uprobe:bad_ecall"]);
+    assert!(
+        stdout(&o).contains("refused: a system instruction"),
+        "{}",
+        stdout(&o)
+    );
+
+    let dir = std::env::temp_dir().join(format!("ruprobes-cli-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let specs = dir.join("probes.txt");
+    let _ = std::fs::write(&specs, "# comment\n\nuprobe:0x10014-0x10020\n");
+    let trace = dir.join("trace.txt");
+    let o = sim(&[
+        "trace",
+        &fixture("fib"),
+        "--probes-from",
+        &specs.display().to_string(),
+        "--output",
+        &trace.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "fib(10) = 55\n",
+        "only the program's output on stdout"
+    );
+    let written = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(written.contains("pid 1 hit fib pc=0x10014"), "{written}");
+    assert!(
+        written.contains("pid 1 hit fib+0x2 pc=0x10016"),
+        "{written}"
+    );
+    assert!(written.contains("--- exit 0 after 2379 instructions"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_summary_survives_a_budget_and_a_closed_pipe() {
+    let o = sim(&[
+        "trace",
+        &fixture("fib"),
+        "-p",
+        "uprobe:fib",
+        "--max-insns",
+        "1000",
+    ]);
+    assert_error(
+        &o,
+        1,
+        "instruction budget exhausted after 1000 instructions",
+    );
+    assert!(stdout(&o).contains("--- probes\n"), "{}", stdout(&o));
+    assert!(stdout(&o)
+        .trim_end()
+        .ends_with("--- instruction budget exhausted after 1000 instructions"));
+
+    // A reader that goes away after one line: the summary goes to stderr, exit 141.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruprobes-sim"))
+        .args(["trace", &fixture("sort"), "-p", "uprobe:*+*"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = [0u8; 16];
+    if let Some(out) = child.stdout.as_mut() {
+        let _ = std::io::Read::read_exact(out, &mut first);
+    }
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(err.contains("--- probes\n"), "{err}");
+    assert!(err.contains("--- output closed after "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_tracing_options_are_one_error_line() {
+    let fib = fixture("fib");
+    assert_error(&sim(&["trace", &fib]), 2, "no probes");
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib %q9"]),
+        2,
+        "unknown register",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib %a0:u12"]),
+        2,
+        "unknown type",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib $retval"]),
+        2,
+        "$retval needs a uretprobe",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:0x10020-0x10010"]),
+        2,
+        "end must be above its start",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uretprobe:fib+*"]),
+        2,
+        "without +OFFSET",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:nosuch:main"]),
+        1,
+        "no program 'nosuch'",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib", "--lhist", "5,1,1"]),
+        2,
+        "bad --lhist",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib", "--lhist", "x"]),
+        2,
+        "bad --lhist",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-p", "uprobe:fib", "--pid", "x"]),
+        2,
+        "--pid",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "--probes-from", "no/such/specs.txt"]),
+        1,
+        "no/such/specs.txt",
+    );
+    assert_error(
+        &sim(&[
+            "trace",
+            &fib,
+            "-p",
+            "uprobe:fib",
+            "--output",
+            "no/such/dir/t.txt",
+        ]),
+        1,
+        "no/such/dir/t.txt",
+    );
+    assert_error(
+        &sim(&["trace", &fib, "-l", "uprobe:nosuchfn"]),
+        1,
+        "nosuchfn",
+    );
+}
+
+#[test]
+fn stripped_programs_take_addresses_only() {
+    let dir = std::env::temp_dir().join(format!("ruprobes-strip-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let stripped = dir.join("fib.elf");
+    let elf = std::fs::read(fixture("fib")).unwrap_or_default();
+    let _ = std::fs::write(&stripped, strip_symtab(&elf));
+    let path = stripped.display().to_string();
+    assert_error(
+        &sim(&["trace", &path, "-p", "uprobe:fib"]),
+        1,
+        "no symbol table (stripped)",
+    );
+    let o = sim(&["trace", &path, "-p", "uprobe:0x10014"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("pid 1 hit 0x10014 pc=0x10014"),
+        "{}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `elf` with its symbol table's section type changed to SHT_NULL (as if stripped).
+fn strip_symtab(elf: &[u8]) -> Vec<u8> {
+    let mut out = elf.to_vec();
+    let word = |at: usize, n: usize| {
+        let mut v = 0u64;
+        for i in (0..n).rev() {
+            v = (v << 8) | u64::from(elf[at + i]);
+        }
+        v as usize
+    };
+    let (shoff, shentsize, shnum) = (word(0x28, 8), word(0x3a, 2), word(0x3c, 2));
+    for i in 0..shnum {
+        let at = shoff + i * shentsize;
+        if word(at + 4, 4) == 2 {
+            out[at + 4..at + 8].copy_from_slice(&0u32.to_le_bytes());
+        }
+    }
+    out
+}
