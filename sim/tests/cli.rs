@@ -691,3 +691,35 @@ fn strip_symtab(elf: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn ctrl_c_ends_the_run_with_its_summary() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruprobes-sim"))
+        .args(["trace", &fixture("sort"), "-p", "uprobe:*+*"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    // The first event means the run (and its SIGINT handler) has started.
+    let mut first = [0u8; 4];
+    let _ = std::io::Read::read_exact(&mut out, &mut first);
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(kill.is_ok_and(|s| s.success()), "kill -INT");
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut out, &mut rest);
+    let o = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&rest).into_owned();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(text.contains("--- probes\n"), "{text}");
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("--- interrupted (SIGINT) after "),
+        "{text}"
+    );
+}
