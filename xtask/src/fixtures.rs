@@ -104,6 +104,12 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Ours,
     },
+    // Prints the simulator's clock readings (instret, cycle, time, get_time).
+    Fixture {
+        name: "clock",
+        exit_code: 0,
+        kind: Kind::Ours,
+    },
     Fixture {
         name: "insn_zoo",
         exit_code: 0,
