@@ -481,6 +481,7 @@ impl Tracer {
                     let args01 = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
                     let event = TraceEvent::Hit {
                         pid: hit.pid as u64,
+                        tid: hit.tid as u64,
                         at: at.clone(),
                         args: args01,
                     };
@@ -494,6 +495,7 @@ impl Tracer {
                         }
                         sink.push(TraceEvent::Post {
                             pid: hit.pid as u64,
+                            tid: hit.tid as u64,
                             at: loc.clone(),
                             next: regs.pc() as u64,
                         });
@@ -524,6 +526,7 @@ impl Tracer {
                         }
                         let event = TraceEvent::Return {
                             pid: ret.pid as u64,
+                            tid: ret.tid as u64,
                             func: loc.clone(),
                             value: regs.reg(abi::A0) as u64,
                         };

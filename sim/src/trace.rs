@@ -430,6 +430,7 @@ mod tests {
     fn hit(pid: u64) -> TraceEvent {
         TraceEvent::Hit {
             pid,
+            tid: pid,
             at: Loc {
                 addr: 0x10074,
                 symbol: Some((Arc::from("fib"), 0)),
@@ -444,6 +445,7 @@ mod tests {
         assert_eq!(hit.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
         let post = TraceEvent::Post {
             pid: 2,
+            tid: 2,
             at: Loc {
                 addr: 0x1007c,
                 symbol: Some((Arc::from("main"), 8)),

@@ -52,6 +52,8 @@ pub enum Event<S> {
     Hit {
         /// Process id.
         pid: u64,
+        /// Thread id (the pid for a process's first thread).
+        tid: u64,
         /// The probed instruction.
         at: Location<S>,
         /// `a0` and `a1` at the hit.
@@ -61,6 +63,8 @@ pub enum Event<S> {
     Post {
         /// Process id.
         pid: u64,
+        /// Thread id.
+        tid: u64,
         /// The probed instruction.
         at: Location<S>,
         /// The pc after the instruction.
@@ -70,6 +74,8 @@ pub enum Event<S> {
     Return {
         /// Process id.
         pid: u64,
+        /// Thread id.
+        tid: u64,
         /// The probed function.
         func: Location<S>,
         /// `a0` at the return.
@@ -148,22 +154,49 @@ impl<S> Event<S> {
     }
 }
 
+/// `pid P`, or `pid P tid T` for a thread other than the process's first (so traces of
+/// single-threaded programs do not change).
+struct Who(u64, u64);
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Who(pid, tid) if tid != pid => write!(f, "pid {pid} tid {tid}"),
+            Who(pid, _) => write!(f, "pid {pid}"),
+        }
+    }
+}
+
 impl<S: fmt::Display> fmt::Display for Event<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Event::Hit { pid, ref at, args } => {
+            Event::Hit {
+                pid,
+                tid,
+                ref at,
+                args,
+            } => {
                 write!(
                     f,
-                    "pid {pid} hit {at} pc={:#x} a0={:#x} a1={:#x}",
-                    at.addr, args[0], args[1]
+                    "{} hit {at} pc={:#x} a0={:#x} a1={:#x}",
+                    Who(pid, tid),
+                    at.addr,
+                    args[0],
+                    args[1]
                 )
             }
-            Event::Post { pid, ref at, next } => write!(f, "pid {pid} post {at} next={next:#x}"),
+            Event::Post {
+                pid,
+                tid,
+                ref at,
+                next,
+            } => write!(f, "{} post {at} next={next:#x}", Who(pid, tid)),
             Event::Return {
                 pid,
+                tid,
                 ref func,
                 value,
-            } => write!(f, "pid {pid} ret {func} a0={value:#x}"),
+            } => write!(f, "{} ret {func} a0={value:#x}", Who(pid, tid)),
             Event::Syscall { pid, nr } => match syscall_name(nr) {
                 Some(name) => write!(f, "pid {pid} syscall {name}"),
                 None => write!(f, "pid {pid} syscall {nr}"),
@@ -202,10 +235,22 @@ mod tests {
         };
         let e = Event::Hit {
             pid: 1,
+            tid: 1,
             at,
             args: [5, 0],
         };
         assert_eq!(e.to_string(), "pid 1 hit fib pc=0x10074 a0=0x5 a1=0x0");
+        let thread = Event::Hit {
+            pid: 1,
+            tid: 2,
+            at,
+            args: [5, 0],
+        };
+        assert_eq!(
+            thread.to_string(),
+            "pid 1 tid 2 hit fib pc=0x10074 a0=0x5 a1=0x0",
+            "the tid only when it is not the pid"
+        );
         let print: Event<&str> = Event::Print {
             pid: 3,
             text: "greet ann",
@@ -219,6 +264,7 @@ mod tests {
         assert_eq!(
             Event::Post {
                 pid: 2,
+                tid: 2,
                 at,
                 next: 0x10080
             }
@@ -232,6 +278,7 @@ mod tests {
         assert_eq!(
             Event::Return {
                 pid: 1,
+                tid: 1,
                 func,
                 value: 8
             }
