@@ -94,10 +94,14 @@ impl<V> AddrMap<V> {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = core::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        let mut old = core::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
         self.len = 0;
-        for (addr, value) in old.into_iter().flatten() {
-            self.place(addr, value);
+        // Moved one at a time through `take`: no by-value iterator of whole slots, whose
+        // temporaries would fill the frame of an unoptimised build.
+        for slot in old.iter_mut() {
+            if let Some((addr, value)) = slot.take() {
+                self.place(addr, value);
+            }
         }
     }
 

@@ -255,115 +255,27 @@ fn alu_reg(alu: Alu, rd: u8, rs1: u8, rs2: u8) -> Op {
 fn decode32(raw: u32) -> Result<Op, Unsupported> {
     let (rd, rs1, rs2) = (reg(raw, 7), reg(raw, 15), reg(raw, 20));
     let funct3 = bits(raw, 14, 12);
-    let funct7 = bits(raw, 31, 25);
-    let imm_i = sext(bits(raw, 31, 20), 12);
-    let imm_u = sext(raw & 0xffff_f000, 32);
+    // One helper per major opcode keeps each frame small in unoptimised builds.
     match raw & 0x7f {
-        0x37 => Ok(Op::Lui { rd, imm: imm_u }),
-        0x17 => Ok(Op::Auipc { rd, imm: imm_u }),
-        0x6f => {
-            let imm = bits(raw, 31, 31) << 20
-                | bits(raw, 19, 12) << 12
-                | bits(raw, 20, 20) << 11
-                | bits(raw, 30, 21) << 1;
-            Ok(Op::Jal {
-                rd,
-                offset: sext(imm, 21),
-            })
-        }
+        0x37 => Ok(Op::Lui {
+            rd,
+            imm: sext(raw & 0xffff_f000, 32),
+        }),
+        0x17 => Ok(Op::Auipc {
+            rd,
+            imm: sext(raw & 0xffff_f000, 32),
+        }),
+        0x6f => Ok(decode_jal(raw)),
         0x67 if funct3 == 0 => Ok(Op::Jalr {
             rd,
             rs1,
-            offset: imm_i,
+            offset: sext(bits(raw, 31, 20), 12),
         }),
-        0x63 => {
-            let cond = match funct3 {
-                0 => Cond::Eq,
-                1 => Cond::Ne,
-                4 => Cond::Lt,
-                5 => Cond::Ge,
-                6 => Cond::Ltu,
-                7 => Cond::Geu,
-                _ => return Err(Illegal),
-            };
-            let imm = bits(raw, 31, 31) << 12
-                | bits(raw, 7, 7) << 11
-                | bits(raw, 30, 25) << 5
-                | bits(raw, 11, 8) << 1;
-            Ok(Op::Branch {
-                cond,
-                rs1,
-                rs2,
-                offset: sext(imm, 13),
-            })
-        }
-        0x13 => {
-            let shamt = i64::from(bits(raw, 25, 20));
-            let funct6 = bits(raw, 31, 26);
-            let alu = match (funct3, funct6) {
-                (0, _) => Alu::Add,
-                (2, _) => Alu::Slt,
-                (3, _) => Alu::Sltu,
-                (4, _) => Alu::Xor,
-                (6, _) => Alu::Or,
-                (7, _) => Alu::And,
-                (1, 0) => return Ok(alu_imm(Alu::Sll, rd, rs1, shamt)),
-                (5, 0) => return Ok(alu_imm(Alu::Srl, rd, rs1, shamt)),
-                (5, 0x10) => return Ok(alu_imm(Alu::Sra, rd, rs1, shamt)),
-                _ => return Err(Illegal),
-            };
-            Ok(alu_imm(alu, rd, rs1, imm_i))
-        }
-        0x1b => {
-            let shamt = i64::from(rs2);
-            match (funct3, funct7) {
-                (0, _) => Ok(alu_imm(Alu::Addw, rd, rs1, imm_i)),
-                (1, 0) => Ok(alu_imm(Alu::Sllw, rd, rs1, shamt)),
-                (5, 0) => Ok(alu_imm(Alu::Srlw, rd, rs1, shamt)),
-                (5, 0x20) => Ok(alu_imm(Alu::Sraw, rd, rs1, shamt)),
-                _ => Err(Illegal),
-            }
-        }
-        0x33 => {
-            let alu = match (funct7, funct3) {
-                (0, 0) => Alu::Add,
-                (0x20, 0) => Alu::Sub,
-                (0, 1) => Alu::Sll,
-                (0, 2) => Alu::Slt,
-                (0, 3) => Alu::Sltu,
-                (0, 4) => Alu::Xor,
-                (0, 5) => Alu::Srl,
-                (0x20, 5) => Alu::Sra,
-                (0, 6) => Alu::Or,
-                (0, 7) => Alu::And,
-                (1, 0) => Alu::Mul,
-                (1, 1) => Alu::Mulh,
-                (1, 2) => Alu::Mulhsu,
-                (1, 3) => Alu::Mulhu,
-                (1, 4) => Alu::Div,
-                (1, 5) => Alu::Divu,
-                (1, 6) => Alu::Rem,
-                (1, 7) => Alu::Remu,
-                _ => return Err(Illegal),
-            };
-            Ok(alu_reg(alu, rd, rs1, rs2))
-        }
-        0x3b => {
-            let alu = match (funct7, funct3) {
-                (0, 0) => Alu::Addw,
-                (0x20, 0) => Alu::Subw,
-                (0, 1) => Alu::Sllw,
-                (0, 5) => Alu::Srlw,
-                (0x20, 5) => Alu::Sraw,
-                (1, 0) => Alu::Mulw,
-                (1, 4) => Alu::Divw,
-                (1, 5) => Alu::Divuw,
-                (1, 6) => Alu::Remw,
-                (1, 7) => Alu::Remuw,
-                _ => return Err(Illegal),
-            };
-            Ok(alu_reg(alu, rd, rs1, rs2))
-        }
+        0x63 => decode_branch(raw),
+        0x13 => decode_op_imm(raw),
+        0x1b => decode_op_imm32(raw),
+        0x33 => decode_op(raw),
+        0x3b => decode_op32(raw),
         // Loads lb..lwu (no funct3 7) and stores sb..sd.
         0x03 if funct3 != 7 => Ok(Op::Xol),
         0x23 if funct3 <= 3 => Ok(Op::Xol),
@@ -386,9 +298,120 @@ fn decode32(raw: u32) -> Result<Op, Unsupported> {
         0x07 | 0x27 if matches!(funct3, 2 | 3) => Ok(Op::Xol),
         // fmadd, fmsub, fnmsub, fnmadd: fmt S or D.
         0x43 | 0x47 | 0x4b | 0x4f if bits(raw, 26, 25) <= 1 && valid_rm(funct3) => Ok(Op::Xol),
-        0x53 if valid_op_fp(funct7, funct3, rs2) => Ok(Op::Xol),
+        0x53 if valid_op_fp(bits(raw, 31, 25), funct3, rs2) => Ok(Op::Xol),
         _ => Err(Illegal),
     }
+}
+
+/// JAL.
+fn decode_jal(raw: u32) -> Op {
+    let imm = bits(raw, 31, 31) << 20
+        | bits(raw, 19, 12) << 12
+        | bits(raw, 20, 20) << 11
+        | bits(raw, 30, 21) << 1;
+    Op::Jal {
+        rd: reg(raw, 7),
+        offset: sext(imm, 21),
+    }
+}
+
+/// BRANCH: beq..bgeu.
+fn decode_branch(raw: u32) -> Result<Op, Unsupported> {
+    let cond = match bits(raw, 14, 12) {
+        0 => Cond::Eq,
+        1 => Cond::Ne,
+        4 => Cond::Lt,
+        5 => Cond::Ge,
+        6 => Cond::Ltu,
+        7 => Cond::Geu,
+        _ => return Err(Illegal),
+    };
+    let imm = bits(raw, 31, 31) << 12
+        | bits(raw, 7, 7) << 11
+        | bits(raw, 30, 25) << 5
+        | bits(raw, 11, 8) << 1;
+    Ok(Op::Branch {
+        cond,
+        rs1: reg(raw, 15),
+        rs2: reg(raw, 20),
+        offset: sext(imm, 13),
+    })
+}
+
+/// OP-IMM: addi..srai.
+fn decode_op_imm(raw: u32) -> Result<Op, Unsupported> {
+    let (rd, rs1) = (reg(raw, 7), reg(raw, 15));
+    let shamt = i64::from(bits(raw, 25, 20));
+    let alu = match (bits(raw, 14, 12), bits(raw, 31, 26)) {
+        (0, _) => Alu::Add,
+        (2, _) => Alu::Slt,
+        (3, _) => Alu::Sltu,
+        (4, _) => Alu::Xor,
+        (6, _) => Alu::Or,
+        (7, _) => Alu::And,
+        (1, 0) => return Ok(alu_imm(Alu::Sll, rd, rs1, shamt)),
+        (5, 0) => return Ok(alu_imm(Alu::Srl, rd, rs1, shamt)),
+        (5, 0x10) => return Ok(alu_imm(Alu::Sra, rd, rs1, shamt)),
+        _ => return Err(Illegal),
+    };
+    Ok(alu_imm(alu, rd, rs1, sext(bits(raw, 31, 20), 12)))
+}
+
+/// OP-IMM-32: addiw..sraiw.
+fn decode_op_imm32(raw: u32) -> Result<Op, Unsupported> {
+    let (rd, rs1, rs2) = (reg(raw, 7), reg(raw, 15), reg(raw, 20));
+    let shamt = i64::from(rs2);
+    match (bits(raw, 14, 12), bits(raw, 31, 25)) {
+        (0, _) => Ok(alu_imm(Alu::Addw, rd, rs1, sext(bits(raw, 31, 20), 12))),
+        (1, 0) => Ok(alu_imm(Alu::Sllw, rd, rs1, shamt)),
+        (5, 0) => Ok(alu_imm(Alu::Srlw, rd, rs1, shamt)),
+        (5, 0x20) => Ok(alu_imm(Alu::Sraw, rd, rs1, shamt)),
+        _ => Err(Illegal),
+    }
+}
+
+/// OP: add..remu.
+fn decode_op(raw: u32) -> Result<Op, Unsupported> {
+    let alu = match (bits(raw, 31, 25), bits(raw, 14, 12)) {
+        (0, 0) => Alu::Add,
+        (0x20, 0) => Alu::Sub,
+        (0, 1) => Alu::Sll,
+        (0, 2) => Alu::Slt,
+        (0, 3) => Alu::Sltu,
+        (0, 4) => Alu::Xor,
+        (0, 5) => Alu::Srl,
+        (0x20, 5) => Alu::Sra,
+        (0, 6) => Alu::Or,
+        (0, 7) => Alu::And,
+        (1, 0) => Alu::Mul,
+        (1, 1) => Alu::Mulh,
+        (1, 2) => Alu::Mulhsu,
+        (1, 3) => Alu::Mulhu,
+        (1, 4) => Alu::Div,
+        (1, 5) => Alu::Divu,
+        (1, 6) => Alu::Rem,
+        (1, 7) => Alu::Remu,
+        _ => return Err(Illegal),
+    };
+    Ok(alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20)))
+}
+
+/// OP-32: addw..remuw.
+fn decode_op32(raw: u32) -> Result<Op, Unsupported> {
+    let alu = match (bits(raw, 31, 25), bits(raw, 14, 12)) {
+        (0, 0) => Alu::Addw,
+        (0x20, 0) => Alu::Subw,
+        (0, 1) => Alu::Sllw,
+        (0, 5) => Alu::Srlw,
+        (0x20, 5) => Alu::Sraw,
+        (1, 0) => Alu::Mulw,
+        (1, 4) => Alu::Divw,
+        (1, 5) => Alu::Divuw,
+        (1, 6) => Alu::Remw,
+        (1, 7) => Alu::Remuw,
+        _ => return Err(Illegal),
+    };
+    Ok(alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20)))
 }
 
 /// The A extension: every AMO of width `.w`/`.d` is stepped; `lr`/`sc` are refused.

@@ -89,6 +89,90 @@ impl Registry {
     fn probes_of(&self, path: &str) -> Option<&AddrMap<Arc<Probe>>> {
         self.probes.iter().find(|(p, _)| p == path).map(|(_, m)| m)
     }
+
+    /// Arms `probe` in `current` if that process runs the probe's path; whether it did.
+    fn arm_in_current(
+        &mut self,
+        current: Option<&mut dyn UserSpace>,
+        probe: &Arc<Probe>,
+        wants_return: bool,
+    ) -> Result<bool, Error> {
+        let Some(space) = current.filter(|s| s.pid() != NO_PID) else {
+            return Ok(false);
+        };
+        let Some(proc) = self
+            .procs
+            .get_mut(space.pid())
+            .filter(|p| p.path == probe.path)
+        else {
+            return Ok(false);
+        };
+        proc.arm(space, probe, wants_return)?;
+        probe.set_status(ProbeStatus::Armed);
+        Ok(true)
+    }
+
+    /// Checks the instruction at `addr` in the image of `path`, when the kernel can read it.
+    fn check_image(&self, path: &str, addr: usize) -> Result<(), Error> {
+        if let Some(read_image) = self.image_reader {
+            decode_at(addr, &mut |at, buf| read_image(path, at, buf))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a new probe to the by-path table.
+    fn add_probe(&mut self, probe: &Arc<Probe>) {
+        match self.probes.iter_mut().find(|(p, _)| *p == probe.path) {
+            Some((_, by_addr)) => by_addr.insert(probe.addr, probe.clone()),
+            None => {
+                let mut by_addr = AddrMap::new();
+                by_addr.insert(probe.addr, probe.clone());
+                self.probes.push((probe.path.clone(), by_addr));
+            }
+        }
+    }
+
+    /// Removes a probe from the by-path table.
+    fn remove_probe(&mut self, probe: &Probe) {
+        if let Some(i) = self.probes.iter().position(|(p, _)| *p == probe.path) {
+            self.probes[i].1.remove(probe.addr);
+            if self.probes[i].1.is_empty() {
+                self.probes.swap_remove(i);
+            }
+        }
+    }
+
+    /// Restores the original instruction of `probe` in `space`, if it is armed there.
+    fn disarm_in(&mut self, space: &mut dyn UserSpace, probe: &Arc<Probe>) -> Result<(), Error> {
+        let Some(proc) = self.procs.get_mut(space.pid()) else {
+            return Ok(());
+        };
+        if proc
+            .armed
+            .get(probe.addr)
+            .is_some_and(|a| Arc::ptr_eq(&a.probe, probe))
+        {
+            proc.disarm(space, probe.addr)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `consumer` with `id` to the consumers of `probe`.
+fn add_consumer(probe: &Probe, id: ConsumerId, consumer: Consumer) {
+    let mut list: Vec<(ConsumerId, Consumer)> = probe.consumers().iter().cloned().collect();
+    list.push((id, consumer));
+    probe.set_consumers(list.into());
+}
+
+/// The consumers of `probe` but `id`.
+fn consumers_without(probe: &Probe, id: ConsumerId) -> Vec<(ConsumerId, Consumer)> {
+    probe
+        .consumers()
+        .iter()
+        .filter(|(cid, _)| *cid != id)
+        .cloned()
+        .collect()
 }
 
 /// The uprobes engine. Keep one per kernel (in a `static`: [`Uprobes::new`] is `const`).
@@ -195,6 +279,39 @@ impl Process {
             armed.probe = probe.clone();
             return Ok(());
         }
+        self.arm_new(space, probe, wants_return)
+    }
+
+    /// Arms `probe` where nothing is armed yet: reads and checks the original, takes an
+    /// XOL slot if it needs one, writes the breakpoint.
+    fn arm_new(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probe: &Arc<Probe>,
+        wants_return: bool,
+    ) -> Result<(), Error> {
+        let addr = probe.addr;
+        let insn = self.read_original(space, addr)?;
+        if wants_return {
+            self.xol.ensure_trampoline(space)?;
+        }
+        let slot = match insn.class() {
+            Class::Xol => Some(self.xol.alloc(space, addr, &insn)?),
+            Class::Simulate | Class::Emulate => None,
+        };
+        if let Err(e) = write_breakpoint(space, addr, insn.len()) {
+            if let Some(slot) = slot {
+                self.xol.free(slot);
+            }
+            return Err(e);
+        }
+        let probe = probe.clone();
+        self.armed.insert(addr, Armed { probe, insn, slot });
+        Ok(())
+    }
+
+    /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
+    fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
@@ -215,28 +332,49 @@ impl Process {
         if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
             return Err(Error::Conflict(addr));
         }
-        if wants_return {
-            self.xol.ensure_trampoline(space)?;
-        }
-        let slot = match insn.class() {
-            Class::Xol => Some(self.xol.alloc(space, addr, &insn)?),
-            Class::Simulate | Class::Emulate => None,
-        };
-        if let Err(e) = write_breakpoint(space, addr, insn.len()) {
-            if let Some(slot) = slot {
-                self.xol.free(slot);
+        Ok(insn)
+    }
+
+    /// Arms `probe` and records the outcome in its status; a new failure is logged once.
+    /// (A helper of `sync`, so each piece keeps a small frame in unoptimised builds.)
+    fn arm_and_record(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probe: &Arc<Probe>,
+    ) -> Result<(), Error> {
+        match self.arm(space, probe, probe.wants_return()) {
+            Ok(()) => {
+                probe.set_status(ProbeStatus::Armed);
+                Ok(())
             }
-            return Err(e);
+            Err(e) => {
+                // Once per probe and error, not at every exec.
+                if probe.set_status(ProbeStatus::Failed(e)) != ProbeStatus::Failed(e) {
+                    warn_arm_failed(probe, e);
+                }
+                Err(e)
+            }
         }
-        self.armed.insert(
-            addr,
-            Armed {
-                probe: probe.clone(),
-                insn,
-                slot,
-            },
-        );
-        Ok(())
+    }
+
+    /// Restores the instructions of removed probes; the first error after trying all.
+    fn disarm_removed(&mut self, space: &mut dyn UserSpace) -> Option<Error> {
+        let mut first_error = None;
+        for addr in self.removed_addrs() {
+            if let Err(e) = self.disarm(space, addr) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error
+    }
+
+    /// The addresses armed for probes that have been unregistered since.
+    fn removed_addrs(&self) -> Vec<usize> {
+        self.armed
+            .iter()
+            .filter(|(_, a)| a.probe.is_removed())
+            .map(|(addr, _)| addr)
+            .collect()
     }
 
     /// Restores the original instruction at `addr` and forgets the armed entry.
@@ -261,6 +399,16 @@ impl Process {
         self.armed.remove(addr);
         Ok(())
     }
+}
+
+/// Logs that `probe` could not be armed (its own function: formatting has a big frame).
+fn warn_arm_failed(probe: &Probe, e: Error) {
+    log::warn!(
+        "ruprobes: cannot arm {}:{:#x}: {}",
+        probe.path,
+        probe.addr,
+        e
+    );
 }
 
 /// Calls the entry (`post == false`) or post handlers of every consumer.
@@ -322,36 +470,18 @@ impl Uprobes {
             }
             None => Arc::new(Probe::new(path, addr)),
         };
-        let mut armed = false;
-        if let Some(space) = current.filter(|s| s.pid() != NO_PID) {
-            let pid = space.pid();
-            if let Some(proc) = reg.procs.get_mut(pid).filter(|p| p.path == path) {
-                proc.arm(space, &probe, consumer.has_return() || probe.wants_return())?;
-                probe.set_status(ProbeStatus::Armed);
-                armed = true;
-            }
-        }
+        let wants_return = consumer.has_return() || probe.wants_return();
+        let armed = reg.arm_in_current(current, &probe, wants_return)?;
         if !armed && existing.is_none() {
             // Not running yet: check the instruction in the program's image, if the
             // kernel can read it, so that a refused probe fails now and not at every exec.
-            if let Some(read_image) = reg.image_reader {
-                decode_at(addr, &mut |at, buf| read_image(path, at, buf))?;
-            }
+            reg.check_image(path, addr)?;
         }
         let id = ConsumerId(reg.next_id);
         reg.next_id += 1;
-        let mut list: Vec<(ConsumerId, Consumer)> = probe.consumers().iter().cloned().collect();
-        list.push((id, consumer));
-        probe.set_consumers(list.into());
+        add_consumer(&probe, id, consumer);
         if existing.is_none() {
-            match reg.probes.iter_mut().find(|(p, _)| p == path) {
-                Some((_, by_addr)) => by_addr.insert(addr, probe.clone()),
-                None => {
-                    let mut by_addr = AddrMap::new();
-                    by_addr.insert(addr, probe.clone());
-                    reg.probes.push((String::from(path), by_addr));
-                }
-            }
+            reg.add_probe(&probe);
         }
         reg.consumers.insert(id.0, probe);
         Ok(id)
@@ -372,34 +502,15 @@ impl Uprobes {
             .get(id.0)
             .cloned()
             .ok_or(Error::NotRegistered)?;
-        let list: Vec<(ConsumerId, Consumer)> = probe
-            .consumers()
-            .iter()
-            .filter(|(cid, _)| *cid != id)
-            .cloned()
-            .collect();
+        let list = consumers_without(&probe, id);
         let last = list.is_empty();
         if last {
             // Restore first: if that fails, nothing has changed and the call can be retried.
             if let Some(space) = current {
-                let pid = space.pid();
-                if let Some(proc) = reg.procs.get_mut(pid) {
-                    if proc
-                        .armed
-                        .get(probe.addr)
-                        .is_some_and(|a| Arc::ptr_eq(&a.probe, &probe))
-                    {
-                        proc.disarm(space, probe.addr)?;
-                    }
-                }
+                reg.disarm_in(space, &probe)?;
             }
             probe.mark_removed();
-            if let Some(i) = reg.probes.iter().position(|(p, _)| *p == probe.path) {
-                reg.probes[i].1.remove(probe.addr);
-                if reg.probes[i].1.is_empty() {
-                    reg.probes.swap_remove(i);
-                }
-            }
+            reg.remove_probe(&probe);
         }
         probe.set_consumers(list.into());
         reg.consumers.remove(id.0);
@@ -414,36 +525,11 @@ impl Uprobes {
         let reg = &mut *reg;
         let pid = space.pid();
         let proc = reg.procs.get_mut(pid).ok_or(Error::UnknownProcess(pid))?;
-        let mut first_error = None;
-        let stale: Vec<usize> = proc
-            .armed
-            .iter()
-            .filter(|(_, a)| a.probe.is_removed())
-            .map(|(addr, _)| addr)
-            .collect();
-        for addr in stale {
-            if let Err(e) = proc.disarm(space, addr) {
-                first_error.get_or_insert(e);
-            }
-        }
+        let mut first_error = proc.disarm_removed(space);
         if let Some((_, by_addr)) = reg.probes.iter().find(|(p, _)| *p == proc.path) {
             for (_, probe) in by_addr.iter() {
-                match proc.arm(space, probe, probe.wants_return()) {
-                    Ok(()) => {
-                        probe.set_status(ProbeStatus::Armed);
-                    }
-                    Err(e) => {
-                        // Once per probe and error, not at every exec.
-                        if probe.set_status(ProbeStatus::Failed(e)) != ProbeStatus::Failed(e) {
-                            log::warn!(
-                                "ruprobes: cannot arm {}:{:#x}: {}",
-                                probe.path,
-                                probe.addr,
-                                e
-                            );
-                        }
-                        first_error.get_or_insert(e);
-                    }
+                if let Err(e) = proc.arm_and_record(space, probe) {
+                    first_error.get_or_insert(e);
                 }
             }
         }
@@ -595,15 +681,7 @@ impl Uprobes {
             .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
         drop(reg);
         if let Some(step) = step {
-            // The breakpoint after an instruction stepped out of line.
-            let addr = step.probe.addr;
-            regs.set_pc(addr.wrapping_add(step.len));
-            let hit = Hit {
-                pid,
-                tid: space.tid(),
-                addr,
-            };
-            run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
+            finish_step(space, regs, &step);
             return Trap::Handled;
         }
         // A probe removed between the trap and the lock leaves the original instruction
@@ -629,26 +707,10 @@ impl Uprobes {
         }
         let wants_return = consumers.iter().any(|(_, c)| c.has_return());
         if wants_return || armed.insn.class() == Class::Xol {
-            let mut reg = self.registry.lock();
-            let Some(proc) = reg.procs.get_mut(pid) else {
-                return Trap::NotOurs;
-            };
-            let trampoline = proc.xol.trampoline();
-            let Some(thread) = proc.thread(tid) else {
-                return Trap::NotOurs;
-            };
-            if wants_return {
-                hijack_return(thread, regs, &armed.probe, trampoline);
-            }
-            if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
-                let step = Step {
-                    probe: armed.probe.clone(),
-                    slot,
-                    len: armed.insn.len(),
-                };
-                thread.stepping = Some(step);
-                regs.set_pc(slot);
-                return Trap::Handled;
+            match self.prepare_step(pid, tid, regs, &armed, wants_return) {
+                Ok(true) => return Trap::Handled,
+                Ok(false) => {}
+                Err(trap) => return trap,
             }
         }
         if !armed.insn.execute(regs) {
@@ -657,6 +719,39 @@ impl Uprobes {
         self.executed_in_trap.fetch_add(1, Ordering::Relaxed);
         run_entry_handlers(&consumers, regs, &hit, true);
         Trap::Handled
+    }
+
+    /// Under the lock: records the return (for return probes) and starts the out-of-line
+    /// step (for XOL instructions; then `true`). `Err(NotOurs)` if the process is gone.
+    fn prepare_step(
+        &self,
+        pid: Pid,
+        tid: Tid,
+        regs: &mut dyn UserRegs,
+        armed: &Armed,
+        wants_return: bool,
+    ) -> Result<bool, Trap> {
+        let mut reg = self.registry.lock();
+        let Some(proc) = reg.procs.get_mut(pid) else {
+            return Err(Trap::NotOurs);
+        };
+        let trampoline = proc.xol.trampoline();
+        let Some(thread) = proc.thread(tid) else {
+            return Err(Trap::NotOurs);
+        };
+        if wants_return {
+            hijack_return(thread, regs, &armed.probe, trampoline);
+        }
+        if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
+            thread.stepping = Some(Step {
+                probe: armed.probe.clone(),
+                slot,
+                len: armed.insn.len(),
+            });
+            regs.set_pc(slot);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn trampoline_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
@@ -711,6 +806,19 @@ impl Uprobes {
             None => Trap::NotOurs, // a jump to the trampoline with no pending return
         }
     }
+}
+
+/// The breakpoint after an instruction stepped out of line: back to the probed code, then
+/// the post handlers.
+fn finish_step(space: &mut dyn UserSpace, regs: &mut dyn UserRegs, step: &Step) {
+    let addr = step.probe.addr;
+    regs.set_pc(addr.wrapping_add(step.len));
+    let hit = Hit {
+        pid: space.pid(),
+        tid: space.tid(),
+        addr,
+    };
+    run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
 }
 
 /// Records the return of the call entering at `probe` and points `ra` at the trampoline.

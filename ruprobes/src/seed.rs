@@ -145,24 +145,40 @@ pub fn uprobe_register(
     post_handler: Option<SeedHandler>,
     ptype: ProbeType,
 ) -> isize {
-    let entry = handler;
-    let mut consumer = Consumer::new().on_entry(move |regs, hit| call(&entry, regs, hit.addr));
-    if let Some(post) = post_handler {
-        consumer = match ptype {
-            ProbeType::Insn => consumer.on_post(move |regs, hit| call(&post, regs, hit.addr)),
-            ProbeType::SyncFunc => consumer.on_return(move |regs, ret| call(&post, regs, ret.func)),
-        };
-    }
+    let consumer = seed_consumer(handler, post_handler, ptype);
     match ENGINE.register(&path, addr, consumer, Some(&mut KernelSpace)) {
         Ok(id) => {
             REGISTRATIONS.lock().push((path, addr, id));
             0
         }
         Err(e) => {
-            log::warn!("ruprobes: uprobe_register {path}:{addr:#x}: {e}");
+            warn_register_failed(&path, addr, e);
             e.errno()
         }
     }
+}
+
+/// The consumer that calls a seed probe's handlers.
+fn seed_consumer(
+    handler: SeedHandler,
+    post_handler: Option<SeedHandler>,
+    ptype: ProbeType,
+) -> Consumer {
+    let consumer = Consumer::new().on_entry(move |regs, hit| call(&handler, regs, hit.addr));
+    match (post_handler, ptype) {
+        (None, _) => consumer,
+        (Some(post), ProbeType::Insn) => {
+            consumer.on_post(move |regs, hit| call(&post, regs, hit.addr))
+        }
+        (Some(post), ProbeType::SyncFunc) => {
+            consumer.on_return(move |regs, ret| call(&post, regs, ret.func))
+        }
+    }
+}
+
+/// Logs a refused registration (its own function: formatting has a big frame).
+fn warn_register_failed(path: &str, addr: usize, e: crate::Error) {
+    log::warn!("ruprobes: uprobe_register {path}:{addr:#x}: {e}");
 }
 
 /// Removes every probe registered through [`uprobe_register`] on `addr` of `path`, restoring
