@@ -135,6 +135,11 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    Fixture {
+        name: "smp_threads",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
 ];
 
 /// Entry point of `cargo xtask fixtures`.

@@ -16,8 +16,17 @@ use crate::repo_root;
 
 /// The kernel's target.
 const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// QEMU is killed (and the test fails) after this long.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// QEMU is killed (and the test fails) after this long. The SMP scenarios dominate: every
+/// remote `fence.i` is an SBI call that waits for the other vCPUs (milliseconds each on a
+/// loaded 2-core host).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Harts of the virtual machine: the canonical scenarios run on one of them, the SMP
+/// scenarios on all.
+const HARTS: &str = "4";
+/// The SMP scenarios the kernel must report `[smp] NAME: ok` for.
+const SMP_SCENARIOS: &[&str] = &["threads_probed"];
+/// The prefix of the kernel's SMP result lines.
+const SMP_LINE: &str = "[smp] ";
 /// The line the kernel prints after its last scenario.
 const ALL_DONE: &str = "=== all done";
 /// What the kernel prints after each scenario block: `NAME: BYTES of SIZE bytes (pid P)`.
@@ -63,6 +72,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         match stack_peaks(&expected, &console) {
             Ok(table) => print!("qemu-test: {face}: peak kernel-stack use per scenario\n{table}"),
+            Err(report) => failures.push_str(&format!("{face}: {report}\n")),
+        }
+        match smp_results(&console) {
+            Ok(lines) => {
+                print!("qemu-test: {face}: SMP scenarios on {HARTS} harts, all ok\n{lines}")
+            }
             Err(report) => failures.push_str(&format!("{face}: {report}\n")),
         }
     }
@@ -159,7 +174,7 @@ fn boot_console(kernel: &Path) -> Result<(std::process::ExitStatus, String, Stri
             "-m",
             "128M",
             "-smp",
-            "1",
+            HARTS,
             "-nographic",
             "-bios",
             "default",
@@ -201,6 +216,35 @@ fn boot_console(kernel: &Path) -> Result<(std::process::ExitStatus, String, Stri
     }
     let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
     Ok((status, console, stderr))
+}
+
+/// The SMP scenarios' lines of `console`, if each of [`SMP_SCENARIOS`] reported ok; else
+/// what failed.
+fn smp_results(console: &str) -> Result<String, String> {
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with(SMP_LINE))
+        .collect();
+    let mut bad = Vec::new();
+    for name in SMP_SCENARIOS {
+        let verdict = format!("{SMP_LINE}{name}: ");
+        match lines.iter().find(|l| {
+            l.starts_with(&format!("{verdict}ok")) || l.starts_with(&format!("{verdict}FAILED"))
+        }) {
+            Some(line) if line.ends_with(": ok") => {}
+            Some(line) => bad.push(line.to_string()),
+            None => bad.push(format!("SMP scenario {name}: the kernel did not report it")),
+        }
+    }
+    let shown: String = lines.iter().map(|l| format!("  {l}\n")).collect();
+    if bad.is_empty() {
+        Ok(shown)
+    } else {
+        Err(format!(
+            "SMP scenarios failed:\n{}\n{shown}",
+            bad.join("\n")
+        ))
+    }
 }
 
 /// The overflow build's boot must end with the guard-page report for pid 1 and no
@@ -670,6 +714,20 @@ mod tests {
             stack_peaks(SIM, only_a),
             Err("no kernel-stack peak reported for: b".to_string())
         );
+    }
+
+    #[test]
+    fn every_smp_scenario_must_report_ok() {
+        let ok = "[smp] threads_probed: 4 harts\n[smp] threads_probed: ok\n";
+        assert_eq!(
+            smp_results(ok),
+            Ok("  [smp] threads_probed: 4 harts\n  [smp] threads_probed: ok\n".to_string())
+        );
+        let failed = "[smp] threads_probed: FAILED: threads were left blocked\n";
+        assert!(smp_results(failed).unwrap_err().contains("left blocked"));
+        assert!(smp_results("[smp] other: ok\n")
+            .unwrap_err()
+            .contains("threads_probed: the kernel did not report it"));
     }
 
     #[test]
