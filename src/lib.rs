@@ -44,13 +44,15 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(FIXTURES_DIR)
 }
 
-/// Every fixture of the manifest, in manifest order.
+/// Every fixture of the manifest, in manifest order, except the benchmarks (kind `bench`:
+/// too long to trace in the tests).
 pub fn fixtures() -> Vec<Fixture> {
     let dir = fixtures_dir();
     let manifest = read(&dir.join("MANIFEST"));
     String::from_utf8_lossy(&manifest)
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter(|l| l.split_whitespace().nth(3) != Some("bench"))
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             assert!(fields.len() >= 3, "malformed manifest line: {line}");

@@ -140,6 +140,12 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    // Over 50 million instructions: `cargo xtask perf` only.
+    Fixture {
+        name: "bench",
+        exit_code: 0,
+        kind: Kind::Bench,
+    },
 ];
 
 /// Entry point of `cargo xtask fixtures`.

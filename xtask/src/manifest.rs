@@ -1,7 +1,8 @@
-//! `fixtures/bin/MANIFEST`: one line per fixture, `name sha256 exit_code linux|ours`.
+//! `fixtures/bin/MANIFEST`: one line per fixture, `name sha256 exit_code linux|ours|bench`.
 //!
 //! `linux` fixtures use only syscalls Linux shares (they run under `qemu-riscv64`); `ours`
-//! fixtures use fork/exec/waitpid and only run in our kernels. The expected stdout of each
+//! fixtures use fork/exec/waitpid and only run in our kernels; `bench` fixtures are
+//! Linux-compatible benchmarks too long for the per-fixture tests. The expected stdout of each
 //! fixture is `fixtures/bin/NAME.stdout`.
 
 use std::fmt;
@@ -16,6 +17,8 @@ pub enum Kind {
     Linux,
     /// Uses fork/exec/waitpid: our kernels only.
     Ours,
+    /// Linux-compatible and long (a benchmark): left out of the per-fixture tests.
+    Bench,
 }
 
 impl Kind {
@@ -23,6 +26,7 @@ impl Kind {
         match word {
             "linux" => Some(Kind::Linux),
             "ours" => Some(Kind::Ours),
+            "bench" => Some(Kind::Bench),
             _ => None,
         }
     }
@@ -33,6 +37,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Linux => "linux",
             Kind::Ours => "ours",
+            Kind::Bench => "bench",
         })
     }
 }
@@ -73,7 +78,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         .map(|(i, line)| {
             let bad = || {
                 format!(
-                    "MANIFEST line {}: expected `name sha256 exit_code linux|ours`, got `{line}`",
+                    "MANIFEST line {}: expected `name sha256 exit_code linux|ours|bench`, got `{line}`",
                     i + 1
                 )
             };

@@ -28,7 +28,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let entries = manifest::load(&root)?;
     let mut failures = Vec::new();
     let mut ran = 0;
-    for entry in entries.iter().filter(|e| e.kind == Kind::Linux) {
+    for entry in entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Linux | Kind::Bench))
+    {
         let elf = bin.join(format!("{}.elf", entry.name));
         let bytes =
             std::fs::read(&elf).map_err(|e| format!("cannot read {}: {e}", elf.display()))?;
