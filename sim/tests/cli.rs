@@ -723,3 +723,40 @@ fn ctrl_c_ends_the_run_with_its_summary() {
         "{text}"
     );
 }
+
+/// Runs the simulator with `input` on its stdin.
+fn sim_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruprobes-sim"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+    stdin
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    drop(stdin);
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait: {e}"))
+}
+
+#[test]
+fn a_teaching_program_reads_stdin_from_a_pipe() {
+    // More than one 64-byte read, so the program loops over read (63) until end of input.
+    let input: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+    let out = sim_with_stdin(&["run", &fixture("cat")], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, input);
+
+    let traced = sim_with_stdin(&["trace", &fixture("cat"), "-p", "uprobe:main"], b"ls\n");
+    assert_eq!(traced.status.code(), Some(0), "{}", stderr(&traced));
+    let text = stdout(&traced);
+    // The program's output stays whole among the streamed events.
+    assert!(text.lines().any(|l| l == "ls"), "{text}");
+    assert!(text.contains("hit main"), "{text}");
+    assert!(text.contains("syscall read"), "{text}");
+}

@@ -117,6 +117,7 @@ pub enum Event<S> {
 /// The name of a system call of the rCore-Tutorial-v3 numbering.
 pub fn syscall_name(nr: u64) -> Option<&'static str> {
     Some(match nr {
+        63 => "read",
         64 => "write",
         93 => "exit",
         124 => "yield",

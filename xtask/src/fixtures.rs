@@ -82,6 +82,12 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    // Copies stdin to stdout: a shell-like program driven from a pipe (read 63).
+    Fixture {
+        name: "cat",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
     Fixture {
         name: "greet",
         exit_code: 0,
