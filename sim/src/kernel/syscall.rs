@@ -9,6 +9,7 @@ use ruprobes::abi;
 use crate::kernel::aspace::{Access, AddressSpace};
 use crate::kernel::files::{Open, EBADF};
 use crate::kernel::image::Image;
+use crate::kernel::memory::ENOMEM;
 use crate::kernel::startup::{self, StartInfo};
 use crate::kernel::{initial_regs, ExitStatus, Personality, Pid, ProcState, Regs, Tid, Wait};
 use crate::machine::Machine;
@@ -77,8 +78,15 @@ impl Machine {
 
     // ---- user memory ----
 
-    /// Copies `len` bytes of user memory at `addr` (pages mapped on demand first).
-    pub(crate) fn copy_in(&mut self, pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, i64> {
+    /// The address space of `pid` with `len` bytes at `addr` mapped in (demand pages are
+    /// allocated now: ENOMEM when no frame is left).
+    fn faulted_in(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<(&mut AddressSpace, &mut crate::mem::PhysMem), i64> {
         let mem = &mut self.mem;
         let aspace = self
             .kernel
@@ -87,8 +95,14 @@ impl Machine {
             .map(|p| &mut p.aspace)
             .ok_or(EFAULT)?;
         aspace
-            .fault_in(mem, addr, len as u64, false)
-            .map_err(|_| -12)?;
+            .fault_in(mem, addr, len as u64, write)
+            .map_err(|_| ENOMEM)?;
+        Ok((aspace, mem))
+    }
+
+    /// Copies `len` bytes of user memory at `addr` (pages mapped on demand first).
+    pub(crate) fn copy_in(&mut self, pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, i64> {
+        let (aspace, mem) = self.faulted_in(pid, addr, len, false)?;
         let mut buf = vec![0u8; len];
         aspace
             .read(mem, addr, &mut buf, Access::UserRead)
@@ -98,16 +112,7 @@ impl Machine {
 
     /// Copies `bytes` to user memory at `addr` (pages mapped on demand first).
     pub(crate) fn copy_out(&mut self, pid: Pid, addr: u64, bytes: &[u8]) -> Result<(), i64> {
-        let mem = &mut self.mem;
-        let aspace = self
-            .kernel
-            .procs
-            .get_mut(&pid)
-            .map(|p| &mut p.aspace)
-            .ok_or(EFAULT)?;
-        aspace
-            .fault_in(mem, addr, bytes.len() as u64, true)
-            .map_err(|_| -12)?;
+        let (aspace, mem) = self.faulted_in(pid, addr, bytes.len(), true)?;
         aspace
             .write(mem, addr, bytes, Access::UserWrite)
             .map_err(|_| EFAULT)
