@@ -1,7 +1,7 @@
 //! `cargo xtask stack-check`: proves the core's kernel-stack budget from its object code.
 //!
-//! Builds `ruprobes` for `riscv64gc-unknown-none-elf` in both profiles (debug at opt-level 1,
-//! release), with and without `seed`, into `target/stack-check`, then reads the object files
+//! Builds `ruprobes` for `riscv64gc-unknown-none-elf` in release and in debug at opt-levels 0
+//! and 1, with and without `seed`, into `target/stack-check`, then reads the object files
 //! of the rlibs it links (the core, its dependencies, and the target's `core`, `alloc` and
 //! `compiler_builtins`). For every function it decodes the stack-pointer adjustments
 //! (`addi sp,sp,-N`, `c.addi16sp`, `c.addi sp`, and `lui/addi(w)` + `sub`/`add sp,sp,rX` for
@@ -66,20 +66,18 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
 
 /// One build of the core that is checked.
 struct Config {
-    release: bool,
+    /// `None`: release; `Some(n)`: the dev profile at opt-level `n`.
+    debug_opt_level: Option<u8>,
     seed: bool,
-    /// The dev profile's opt-level.
-    debug_opt_level: u8,
 }
 
 impl Config {
     fn label(&self) -> String {
         format!(
             "{}, {}",
-            if self.release {
-                String::from("release")
-            } else {
-                format!("debug (opt-level {})", self.debug_opt_level)
+            match self.debug_opt_level {
+                None => String::from("release"),
+                Some(n) => format!("debug (opt-level {n})"),
             },
             if self.seed {
                 "--features seed"
@@ -90,43 +88,51 @@ impl Config {
     }
 }
 
-/// Debug builds are checked at opt-level 1, as this workspace's dev profile (debug
-/// assertions and overflow checks on). At opt-level 0 every temporary gets its own stack
-/// slot and no Rust code keeps small frames; docs/PORTING.md tells kernels to build ruprobes
-/// at opt-level >= 1. `--debug-opt-level 0` measures that case anyway.
-const DEBUG_OPT_LEVEL: u8 = 1;
+/// The debug builds checked by default: opt-level 0, what a kernel's own dev profile
+/// compiles the core at unless told otherwise, and opt-level 1, this workspace's dev
+/// profile. Both keep debug assertions and overflow checks on.
+const DEBUG_OPT_LEVELS: [u8; 1] = [1];
 
 const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N]";
 
 /// Runs the check. `--report`: print everything but do not fail (to measure code that is
-/// known to be over budget); `--debug-opt-level N`: build the debug profile at opt-level N.
+/// known to be over budget); `--debug-opt-level N`: check only the debug build at
+/// opt-level N (with and without `seed`), to measure one case quickly.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut report_only = false;
-    let mut debug_opt_level = DEBUG_OPT_LEVEL;
+    let mut only_level = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--report" => report_only = true,
             "--debug-opt-level" => {
-                debug_opt_level = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n <= 3)
-                    .ok_or(format!("--debug-opt-level needs 0..=3 ({USAGE})"))?;
+                only_level = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n <= 3)
+                        .ok_or(format!("--debug-opt-level needs 0..=3 ({USAGE})"))?,
+                );
             }
             other => return Err(format!("unexpected argument `{other}` ({USAGE})")),
         }
     }
+    let profiles: Vec<Option<u8>> = match only_level {
+        Some(n) => vec![Some(n)],
+        None => DEBUG_OPT_LEVELS
+            .iter()
+            .map(|&n| Some(n))
+            .chain([None])
+            .collect(),
+    };
     let root = repo_root();
     let target_dir = root.join("target").join("stack-check");
     let sysroot_libs = sysroot_libs()?;
     let mut failures = Vec::new();
-    for release in [false, true] {
+    for debug_opt_level in profiles {
         for seed in [false, true] {
             let config = Config {
-                release,
-                seed,
                 debug_opt_level,
+                seed,
             };
             let rlibs = build(&root, &target_dir, &config)?;
             let mut inputs = rlibs;
@@ -195,14 +201,11 @@ fn build(root: &Path, target_dir: &Path, config: &Config) -> Result<Vec<(PathBuf
             "--message-format=json",
         ])
         .arg("--target-dir")
-        .arg(target_dir)
-        .env(
-            "CARGO_PROFILE_DEV_OPT_LEVEL",
-            config.debug_opt_level.to_string(),
-        );
-    if config.release {
-        cmd.arg("--release");
-    }
+        .arg(target_dir);
+    match config.debug_opt_level {
+        Some(n) => cmd.env("CARGO_PROFILE_DEV_OPT_LEVEL", n.to_string()),
+        None => cmd.arg("--release"),
+    };
     if config.seed {
         cmd.args(["--features", "seed"]);
     }
