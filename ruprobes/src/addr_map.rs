@@ -5,21 +5,21 @@
 //! entries back instead of leaving tombstones. Only inserts allocate (when the table grows),
 //! and the engine inserts only when it arms a probe, never on a hit.
 
-use alloc::vec::Vec;
+use crate::array::Array;
 
 /// Smallest table, in slots.
 const MIN_SLOTS: usize = 16;
 
 #[derive(Clone)]
 pub(crate) struct AddrMap<V> {
-    slots: Vec<Option<(usize, V)>>,
+    slots: Array<Option<(usize, V)>>,
     len: usize,
 }
 
 impl<V> AddrMap<V> {
     pub const fn new() -> Self {
         AddrMap {
-            slots: Vec::new(),
+            slots: Array::new(),
             len: 0,
         }
     }
@@ -94,7 +94,11 @@ impl<V> AddrMap<V> {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let mut old = core::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        let mut slots = Array::with_capacity(size);
+        for _ in 0..size {
+            slots.push(None);
+        }
+        let mut old = core::mem::replace(&mut self.slots, slots);
         self.len = 0;
         // Moved one at a time through `take`: no by-value iterator of whole slots, whose
         // temporaries would fill the frame of an unoptimised build.

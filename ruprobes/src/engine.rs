@@ -1,12 +1,11 @@
 //! The engine: the probe registry, arming in processes, and the trap path.
 
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr_map::AddrMap;
+use crate::array::{Array, Text};
 use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
 use crate::error::Fault;
 use crate::error::{Error, Unsupported};
@@ -64,7 +63,7 @@ impl ThreadState {
 /// Per-process state: which image it runs, what is armed, its XOL area, its threads.
 #[derive(Clone)]
 struct Process {
-    path: String,
+    path: Text,
     armed: AddrMap<Armed>,
     xol: Xol,
     threads: AddrMap<ThreadState>,
@@ -75,7 +74,7 @@ struct Process {
 /// frames of over 1 KiB in debug builds, and the engine must fit a small kernel stack.
 struct Registry {
     /// Every probe, by path (a kernel probes few programs: a list) and address.
-    probes: Vec<(String, AddrMap<Arc<Probe>>)>,
+    probes: Array<(Text, AddrMap<Arc<Probe>>)>,
     /// Which probe each consumer belongs to, by [`ConsumerId`].
     consumers: AddrMap<Arc<Probe>>,
     /// Per-process state, by pid; boxed so that growing the table moves 8-byte values.
@@ -87,7 +86,10 @@ struct Registry {
 
 impl Registry {
     fn probes_of(&self, path: &str) -> Option<&AddrMap<Arc<Probe>>> {
-        self.probes.iter().find(|(p, _)| p == path).map(|(_, m)| m)
+        self.probes
+            .iter()
+            .find(|(p, _)| p.as_str() == path)
+            .map(|(_, m)| m)
     }
 
     /// Arms `probe` in `current` if that process runs the probe's path; whether it did.
@@ -160,19 +162,20 @@ impl Registry {
 
 /// Appends `consumer` with `id` to the consumers of `probe`.
 fn add_consumer(probe: &Probe, id: ConsumerId, consumer: Consumer) {
-    let mut list: Vec<(ConsumerId, Consumer)> = probe.consumers().iter().cloned().collect();
+    let mut list = Array::clone(&probe.consumers());
     list.push((id, consumer));
-    probe.set_consumers(list.into());
+    probe.set_consumers(Arc::new(list));
 }
 
 /// The consumers of `probe` but `id`.
-fn consumers_without(probe: &Probe, id: ConsumerId) -> Vec<(ConsumerId, Consumer)> {
-    probe
-        .consumers()
-        .iter()
-        .filter(|(cid, _)| *cid != id)
-        .cloned()
-        .collect()
+fn consumers_without(probe: &Probe, id: ConsumerId) -> Array<(ConsumerId, Consumer)> {
+    let mut list = Array::new();
+    for (cid, consumer) in probe.consumers().iter() {
+        if *cid != id {
+            list.push((*cid, consumer.clone()));
+        }
+    }
+    list
 }
 
 /// The uprobes engine. Keep one per kernel (in a `static`: [`Uprobes::new`] is `const`).
@@ -246,7 +249,7 @@ fn is_breakpoint_at(space: &mut dyn UserSpace, pc: usize) -> bool {
 impl Process {
     fn new(path: &str) -> Self {
         Process {
-            path: String::from(path),
+            path: Text::new(path),
             armed: AddrMap::new(),
             xol: Xol::default(),
             threads: AddrMap::new(),
@@ -360,7 +363,7 @@ impl Process {
     /// Restores the instructions of removed probes; the first error after trying all.
     fn disarm_removed(&mut self, space: &mut dyn UserSpace) -> Option<Error> {
         let mut first_error = None;
-        for addr in self.removed_addrs() {
+        for &addr in self.removed_addrs().iter() {
             if let Err(e) = self.disarm(space, addr) {
                 first_error.get_or_insert(e);
             }
@@ -369,12 +372,14 @@ impl Process {
     }
 
     /// The addresses armed for probes that have been unregistered since.
-    fn removed_addrs(&self) -> Vec<usize> {
-        self.armed
-            .iter()
-            .filter(|(_, a)| a.probe.is_removed())
-            .map(|(addr, _)| addr)
-            .collect()
+    fn removed_addrs(&self) -> Array<usize> {
+        let mut addrs = Array::new();
+        for (addr, armed) in self.armed.iter() {
+            if armed.probe.is_removed() {
+                addrs.push(addr);
+            }
+        }
+        addrs
     }
 
     /// Restores the original instruction at `addr` and forgets the armed entry.
@@ -430,7 +435,7 @@ impl Uprobes {
     pub const fn new() -> Self {
         Uprobes {
             registry: spin::Mutex::new(Registry {
-                probes: Vec::new(),
+                probes: Array::new(),
                 consumers: AddrMap::new(),
                 procs: AddrMap::new(),
                 next_id: 1,
@@ -512,7 +517,7 @@ impl Uprobes {
             probe.mark_removed();
             reg.remove_probe(&probe);
         }
-        probe.set_consumers(list.into());
+        probe.set_consumers(Arc::new(list));
         reg.consumers.remove(id.0);
         Ok(())
     }

@@ -46,6 +46,7 @@
 extern crate alloc;
 
 mod addr_map;
+mod array;
 pub mod bpf;
 pub mod decode;
 mod engine;

@@ -1,10 +1,10 @@
 //! Probes and their consumers: what a user registers, and what the engine counts.
 
-use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::array::{Array, Text};
 use crate::error::Error;
 use crate::regs::UserRegs;
 use crate::space::{Pid, Tid};
@@ -137,11 +137,11 @@ pub enum ProbeStatus {
 
 /// The consumers of one probe, replaced as a whole on change so that the trap path takes a
 /// snapshot with one reference-count increment.
-pub(crate) type Consumers = Arc<[(ConsumerId, Consumer)]>;
+pub(crate) type Consumers = Arc<Array<(ConsumerId, Consumer)>>;
 
 /// A probe: one (path, address) with its consumers and counters.
 pub(crate) struct Probe {
-    pub path: String,
+    pub path: Text,
     pub addr: usize,
     consumers: spin::Mutex<Consumers>,
     hits: AtomicU64,
@@ -155,9 +155,9 @@ pub(crate) struct Probe {
 impl Probe {
     pub fn new(path: &str, addr: usize) -> Self {
         Probe {
-            path: String::from(path),
+            path: Text::new(path),
             addr,
-            consumers: spin::Mutex::new(Arc::from([])),
+            consumers: spin::Mutex::new(Arc::new(Array::new())),
             hits: AtomicU64::new(0),
             returns: AtomicU64::new(0),
             missed: AtomicU64::new(0),

@@ -32,8 +32,8 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
+use crate::array::Array;
 use crate::engine::{Trap, Uprobes};
 use crate::error::{Error, Fault};
 use crate::probe::{Consumer, ConsumerId, ProbeStatus};
@@ -55,7 +55,8 @@ extern "C" {
 static ENGINE: Uprobes = Uprobes::new();
 
 /// `(path, address, consumer)` of every registration made through this face.
-static REGISTRATIONS: spin::Mutex<Vec<(String, usize, ConsumerId)>> = spin::Mutex::new(Vec::new());
+static REGISTRATIONS: spin::Mutex<Array<(String, usize, ConsumerId)>> =
+    spin::Mutex::new(Array::new());
 
 /// The global engine behind the free functions, for kernels that mix both faces.
 pub fn engine() -> &'static Uprobes {
@@ -184,21 +185,12 @@ fn warn_register_failed(path: &str, addr: usize, e: crate::Error) {
 /// Removes every probe registered through [`uprobe_register`] on `addr` of `path`, restoring
 /// the instruction in the current process. Returns 0, or a negative errno.
 pub fn uprobe_unregister(path: &str, addr: usize) -> isize {
-    let ids: Vec<ConsumerId> = {
-        let mut regs = REGISTRATIONS.lock();
-        let ids = regs
-            .iter()
-            .filter(|(p, a, _)| p == path && *a == addr)
-            .map(|r| r.2)
-            .collect();
-        regs.retain(|(p, a, _)| !(p == path && *a == addr));
-        ids
-    };
+    let ids = take_registrations(path, addr);
     if ids.is_empty() {
         return crate::Error::NotRegistered.errno();
     }
     let mut result = 0;
-    for id in ids {
+    for &id in ids.iter() {
         if let Err(e) = ENGINE.unregister(id, Some(&mut KernelSpace)) {
             result = e.errno();
         }
@@ -206,11 +198,27 @@ pub fn uprobe_unregister(path: &str, addr: usize) -> isize {
     result
 }
 
+/// Forgets the registrations on `addr` of `path`; their consumers.
+fn take_registrations(path: &str, addr: usize) -> Array<ConsumerId> {
+    let mut ids = Array::new();
+    let mut regs = REGISTRATIONS.lock();
+    let mut i = 0;
+    while let Some((p, a, id)) = regs.get(i) {
+        if p == path && *a == addr {
+            ids.push(*id);
+            regs.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    ids
+}
+
 /// Call in `sys_exec` once the new image is mapped (and for the first process): arms the
 /// probes of the new program.
 pub fn uprobes_init() {
     // On the heap: a path buffer on the stack would be the biggest frame of the exec path.
-    let mut buf = alloc::vec![0u8; PATH_MAX];
+    let mut buf = Array::filled(PATH_MAX, 0u8);
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     let len = unsafe { os_current_exec_path(buf.as_mut_ptr(), buf.len()) };
     let Some(path) = usize::try_from(len)

@@ -1,8 +1,8 @@
 //! Return instances: what a thread must restore when a probed function returns.
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
+use crate::array::Array;
 use crate::probe::Probe;
 
 /// Pending return probes per thread, as in Linux. A call deeper than this is counted as
@@ -26,13 +26,13 @@ pub(crate) struct ReturnInstance {
 /// so pushes on the trap path never allocate.
 #[derive(Clone)]
 pub(crate) struct ReturnStack {
-    stack: Vec<ReturnInstance>,
+    stack: Array<ReturnInstance>,
 }
 
 impl ReturnStack {
     pub fn new() -> Self {
         ReturnStack {
-            stack: Vec::with_capacity(MAX_RETURN_DEPTH),
+            stack: Array::with_capacity(MAX_RETURN_DEPTH),
         }
     }
 

@@ -4,10 +4,7 @@
 //! one probed instruction followed by a breakpoint; the slot is written once when the probe
 //! is armed, so any number of threads can step through it at the same time.
 
-use alloc::boxed::Box;
-use alloc::vec;
-use alloc::vec::Vec;
-
+use crate::array::Array;
 use crate::decode::{Insn, EBREAK};
 use crate::error::Error;
 use crate::space::UserSpace;
@@ -24,13 +21,13 @@ struct Page {
     base: usize,
     /// The probe address each slot steps for; `None` when free. Built on the heap: as an
     /// array value it would be a 4 KiB temporary on the kernel stack.
-    owner: Box<[Option<usize>]>,
+    owner: Array<Option<usize>>,
 }
 
 #[derive(Clone, Default)]
 pub(crate) struct Xol {
-    pages: Vec<Page>,
-    free: Vec<usize>,
+    pages: Array<Page>,
+    free: Array<usize>,
 }
 
 impl Xol {
@@ -60,13 +57,12 @@ impl Xol {
         }
         self.pages.push(Page {
             base,
-            owner: vec![None; PAGE_SIZE / SLOT_SIZE].into_boxed_slice(),
+            owner: Array::filled(PAGE_SIZE / SLOT_SIZE, None),
         });
-        self.free.extend(
-            (1..PAGE_SIZE / SLOT_SIZE)
-                .rev()
-                .map(|i| base + i * SLOT_SIZE),
-        );
+        self.free.reserve(SLOTS_PER_PAGE);
+        for i in (1..PAGE_SIZE / SLOT_SIZE).rev() {
+            self.free.push(base + i * SLOT_SIZE);
+        }
         Ok(base)
     }
 
