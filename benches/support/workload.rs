@@ -117,6 +117,8 @@ pub fn machine(name: &str, elf: &[u8]) -> Result<Machine, SimError> {
 pub enum Kind {
     /// Entry and post handlers (a `uprobe`).
     Entry,
+    /// An entry handler only (a `uprobe` traced without `--post`).
+    EntryOnly,
     /// A return handler (a `uretprobe`).
     Return,
 }
@@ -124,6 +126,7 @@ pub enum Kind {
 fn consumer(kind: Kind) -> Consumer {
     match kind {
         Kind::Entry => Consumer::new().on_entry(|_, _| {}).on_post(|_, _| {}),
+        Kind::EntryOnly => Consumer::new().on_entry(|_, _| {}),
         Kind::Return => Consumer::new().on_return(|_, _| {}),
     }
 }

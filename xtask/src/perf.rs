@@ -14,6 +14,11 @@
 //! - entry + return probes on the most-called function: the slowdown;
 //! - the same program on rvemu's CPU (see [`rvemu_user`]), in a child process: its MIPS.
 //!
+//! Last, for the benchmark fixture (`bench`, not in the table), the tracer CLI as a user
+//! runs it, with a probe on every instruction: wall time, slowdown and peak RSS of
+//! `ruprobes-sim` child processes, next to a do-nothing consumer's figure ([`tracer`]).
+//! It runs when no fixture is named, or when `bench` is.
+//!
 //! Wall times are the fastest of several runs; slowdowns are ratios of times taken in the
 //! same run of this command. Measuring needs an optimised build, so a debug build of xtask
 //! re-runs itself with `cargo run --release`.
@@ -27,6 +32,7 @@ mod workload;
 mod hits;
 
 mod rvemu_user;
+mod tracer;
 
 use std::hint::black_box;
 use std::process::{Command, Stdio};
@@ -57,6 +63,8 @@ pub struct Report {
     pub core: CoreReport,
     /// One entry per fixture.
     pub fixtures: Vec<FixtureReport>,
+    /// The tracer CLI on the benchmark fixture (when it was asked for, or by default).
+    pub tracer: Option<tracer::TracerReport>,
 }
 
 /// Per-hit cost in the core through the public trap API (in-memory user space), each the
@@ -252,21 +260,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if let Some(bad) = args.iter().find(|a| a.starts_with("--") && *a != "--json") {
         return Err(format!(
-            "unknown option {bad} (usage: cargo xtask perf [--json] [FIXTURE ...])"
+            "unknown option {bad} (usage: cargo xtask perf [--json] [FIXTURE ... | bench])"
         ));
     }
     if cfg!(debug_assertions) {
         return rerun_optimised(args);
     }
     let json = args.iter().any(|a| a == "--json");
-    let mut names: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .cloned()
-        .collect();
-    if names.is_empty() {
-        names = fixture_names().map_err(|e| format!("reading the fixture manifest: {e}"))?;
-    }
+    let given: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    // The benchmark fixture is measured through the tracer CLI, not in the table.
+    let with_tracer = given.is_empty() || given.iter().any(|n| *n == tracer::FIXTURE);
+    let names: Vec<String> = if given.is_empty() {
+        fixture_names().map_err(|e| format!("reading the fixture manifest: {e}"))?
+    } else {
+        given
+            .into_iter()
+            .filter(|n| *n != tracer::FIXTURE)
+            .cloned()
+            .collect()
+    };
     eprintln!("perf: core");
     let core = measure_core()?;
     let mut fixtures = Vec::new();
@@ -274,13 +286,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
         eprintln!("perf: {name}");
         fixtures.push(measure(name)?);
     }
-    let report = Report { core, fixtures };
+    let tracer = with_tracer.then(tracer::measure).transpose()?;
+    let report = Report {
+        core,
+        fixtures,
+        tracer,
+    };
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
         print_core(&report.core);
-        print_table(&report.fixtures);
+        if !report.fixtures.is_empty() {
+            print_table(&report.fixtures);
+        }
+        if let Some(t) = &report.tracer {
+            println!();
+            tracer::print(t);
+        }
     }
     Ok(())
 }
