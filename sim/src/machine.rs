@@ -200,8 +200,9 @@ pub struct Machine {
     pub(crate) pc_counts: HashMap<u64, u64>,
     /// Probe handlers read user memory through [`seed_ffi::read_current`] (eBPF).
     pub(crate) handlers_read_user: bool,
-    /// What the probe machinery cost so far.
+    /// What the probe machinery cost so far (`host_ns` aside: see `trap_timer`).
     pub(crate) cost: ProbeCost,
+    pub(crate) trap_timer: TrapTimer,
     /// Values of memory that probe handlers asked for, read after their trap.
     pub(crate) fetches: FetchQueue,
 }
@@ -213,8 +214,64 @@ pub struct ProbeCost {
     pub traps: u64,
     /// Probed instructions the engine executed in the trap (counted in the program's clock).
     pub executed_in_trap: u64,
-    /// Host nanoseconds spent handling breakpoint traps (handlers included).
+    /// Host nanoseconds spent handling breakpoint traps (handlers included), estimated
+    /// from a sample of the traps ([`TrapTimer`]).
     pub host_ns: u64,
+}
+
+/// Host time of breakpoint traps, from a sample: every trap of the first
+/// [`TrapTimer::ALL_TIMED`], then one trap in [`TrapTimer::SAMPLE`] chosen at random (so a
+/// loop cannot line up with it), scaled to all traps. Reading the clock twice per trap
+/// costs about as much as a cheap trap itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrapTimer {
+    timed_traps: u64,
+    timed_ns: u64,
+    /// xorshift64 state.
+    random: u64,
+}
+
+impl Default for TrapTimer {
+    fn default() -> Self {
+        TrapTimer {
+            timed_traps: 0,
+            timed_ns: 0,
+            random: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+impl TrapTimer {
+    /// Traps that are all timed.
+    const ALL_TIMED: u64 = 1024;
+    /// One in this many of the later traps is timed (a power of two).
+    const SAMPLE: u64 = 16;
+
+    /// Whether to time the trap that follows `traps` earlier ones.
+    fn times(&mut self, traps: u64) -> bool {
+        if traps < Self::ALL_TIMED {
+            return true;
+        }
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        x % Self::SAMPLE == 0
+    }
+
+    fn record(&mut self, ns: u64) {
+        self.timed_traps += 1;
+        self.timed_ns += ns;
+    }
+
+    /// The estimated host time of `traps` traps.
+    fn estimate(&self, traps: u64) -> u64 {
+        match self.timed_traps {
+            0 => 0,
+            n => (u128::from(self.timed_ns) * u128::from(traps) / u128::from(n)) as u64,
+        }
+    }
 }
 
 impl Default for Machine {
@@ -260,6 +317,7 @@ impl Machine {
             pc_counts: HashMap::new(),
             handlers_read_user: false,
             cost: ProbeCost::default(),
+            trap_timer: TrapTimer::default(),
             fetches: FetchQueue::default(),
             config,
         }
@@ -429,7 +487,10 @@ impl Machine {
 
     /// What the probe machinery cost so far (traps, host time).
     pub fn probe_cost(&self) -> ProbeCost {
-        self.cost
+        ProbeCost {
+            host_ns: self.trap_timer.estimate(self.cost.traps),
+            ..self.cost
+        }
     }
 
     /// The trace sink: collecting by default; make it stream with
@@ -643,7 +704,7 @@ impl Machine {
     /// The breakpoint trap: the engine's, or SIGTRAP. Instructions the engine executes in
     /// the trap join the CPU's count (see [`Machine::instructions`]).
     fn breakpoint(&mut self) {
-        let started = Instant::now();
+        let started = self.trap_timer.times(self.cost.traps).then(Instant::now);
         let executed = self.executed_in_trap();
         self.handle_breakpoint();
         let executed = self.executed_in_trap().wrapping_sub(executed);
@@ -653,7 +714,9 @@ impl Machine {
         }
         self.cost.traps += 1;
         self.cost.executed_in_trap += executed;
-        self.cost.host_ns += started.elapsed().as_nanos() as u64;
+        if let Some(started) = started {
+            self.trap_timer.record(started.elapsed().as_nanos() as u64);
+        }
     }
 
     fn executed_in_trap(&self) -> u64 {

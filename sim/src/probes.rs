@@ -5,7 +5,7 @@
 //! reading fetched memory) is [`crate::attach`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ruprobes::{abi, Consumer, ConsumerId, UserRegs};
@@ -18,19 +18,57 @@ use crate::trace::{Fetched, Loc, TraceEvent, TraceSink, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ProbeId(pub usize);
 
+/// Items handed from probe handlers to the machine, which looks after every trap: whether
+/// there are any is one atomic load, not a lock.
+#[derive(Debug)]
+struct Queue<T> {
+    any: AtomicBool,
+    items: Mutex<Vec<T>>,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            any: AtomicBool::new(false),
+            items: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push(&self, item: T) {
+        let mut items = lock(&self.items);
+        items.push(item);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    fn take(&self) -> Vec<T> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut items = lock(&self.items);
+        self.any.store(false, Ordering::Release);
+        std::mem::take(&mut *items)
+    }
+}
+
 /// Queue of probes to unregister, for handlers that cannot reach the machine: push ids,
 /// and the machine unregisters them right after the trap that queued them.
 #[derive(Clone, Debug, Default)]
-pub struct UnregisterQueue(Arc<Mutex<Vec<ProbeId>>>);
+pub struct UnregisterQueue(Arc<Queue<ProbeId>>);
 
 impl UnregisterQueue {
     /// Asks the machine to unregister `id` once the current trap is handled.
     pub fn push(&self, id: ProbeId) {
-        lock(&self.0).push(id);
+        self.0.push(id);
     }
 
     pub(crate) fn take(&self) -> Vec<ProbeId> {
-        std::mem::take(&mut *lock(&self.0))
+        self.0.take()
     }
 }
 
@@ -361,15 +399,15 @@ pub(crate) struct PendingEvent {
 
 /// Events whose fetched memory the machine reads after the trap.
 #[derive(Clone, Default)]
-pub(crate) struct FetchQueue(Arc<Mutex<Vec<PendingEvent>>>);
+pub(crate) struct FetchQueue(Arc<Queue<PendingEvent>>);
 
 impl FetchQueue {
     pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.0).is_empty()
+        self.0.is_empty()
     }
 
     pub(crate) fn take(&self) -> Vec<PendingEvent> {
-        std::mem::take(&mut *lock(&self.0))
+        self.0.take()
     }
 }
 
@@ -380,8 +418,8 @@ pub(crate) fn finish(
     fetched: &Fetched,
     aggregate: &Mutex<Aggregate>,
 ) {
-    if let Some(values) = &mut lock(aggregate).values {
-        if let Some(v) = fetched.first().and_then(|(_, v)| v.number()) {
+    if let Some(v) = fetched.first().and_then(|(_, v)| v.number()) {
+        if let Some(values) = &mut lock(aggregate).values {
             values.add(v);
         }
     }
@@ -443,7 +481,7 @@ impl Tracer {
         if reads.is_empty() {
             finish(&self.sink, event, &fetched, aggregate);
         } else {
-            lock(&self.fetches.0).push(PendingEvent {
+            self.fetches.0.push(PendingEvent {
                 pid: pid as u64,
                 event,
                 fetched,
@@ -461,6 +499,9 @@ impl Tracer {
         args: Vec<Fetch>,
     ) -> (Consumer, ProbeRole, Arc<Mutex<Aggregate>>) {
         let options = self.options;
+        // Whether its events feed a histogram of values: else a quiet sink can drop them
+        // before they are built.
+        let counts_values = options.value_histogram.is_some() && !args.is_empty();
         let aggregate = Arc::new(Mutex::new(Aggregate {
             latency: (kind == ProbeKind::Return).then(|| Latency {
                 stacks: HashMap::new(),
@@ -475,7 +516,9 @@ impl Tracer {
             ProbeKind::Entry => {
                 let (tracer, at, agg) = (self.clone(), loc.clone(), aggregate.clone());
                 let mut consumer = Consumer::new().on_entry(move |regs, hit| {
-                    if !options.wants(hit.pid, hit.tid) {
+                    if !options.wants(hit.pid, hit.tid)
+                        || (!counts_values && tracer.sink.drop_if_quiet())
+                    {
                         return;
                     }
                     let args01 = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
@@ -523,6 +566,9 @@ impl Tracer {
                         let now = tracer.clock.load(Ordering::Relaxed);
                         if let Some(latency) = &mut lock(&on_return).latency {
                             latency.exit(ret.tid, regs.reg(abi::SP), now);
+                        }
+                        if !counts_values && tracer.sink.drop_if_quiet() {
+                            return;
                         }
                         let event = TraceEvent::Return {
                             pid: ret.pid as u64,

@@ -13,8 +13,11 @@
 //!
 //! [`RunResult::trace`]: crate::machine::RunResult::trace
 
+mod lines;
+
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ruprobes_trace::{Event, Location};
@@ -119,6 +122,8 @@ enum Target {
         /// Program output after its last newline, held back (text) so that events do not
         /// split its lines.
         partial: Vec<u8>,
+        /// The line being written, reused from event to event.
+        line: Vec<u8>,
     },
 }
 
@@ -134,7 +139,14 @@ struct Inner {
 /// with no access to the machine) and the kernel both append to it.
 #[derive(Clone)]
 pub struct TraceSink {
-    inner: Arc<Mutex<Inner>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// `--quiet`: every event is dropped, counted in `quiet_dropped` without the lock.
+    quiet: AtomicBool,
+    quiet_dropped: AtomicU64,
 }
 
 impl Default for TraceSink {
@@ -154,12 +166,16 @@ impl fmt::Debug for TraceSink {
 impl TraceSink {
     fn with(target: Target, filter: Filter) -> Self {
         TraceSink {
-            inner: Arc::new(Mutex::new(Inner {
-                target,
-                filter,
-                counts: SinkCounts::default(),
-                closed: false,
-            })),
+            shared: Arc::new(Shared {
+                quiet: AtomicBool::new(filter.quiet),
+                quiet_dropped: AtomicU64::new(0),
+                inner: Mutex::new(Inner {
+                    target,
+                    filter,
+                    counts: SinkCounts::default(),
+                    closed: false,
+                }),
+            }),
         }
     }
 
@@ -194,12 +210,28 @@ impl TraceSink {
             format,
             inline_output,
             partial: Vec::new(),
+            line: Vec::new(),
         };
         inner.filter = filter;
+        self.shared.quiet.store(filter.quiet, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// If this sink writes no event at all (`--quiet`), counts one more dropped event and
+    /// returns `true`: the caller need not build it. A probe on every instruction makes
+    /// this the hottest question of a quiet run, so it takes no lock.
+    pub fn drop_if_quiet(&self) -> bool {
+        let quiet = self.shared.quiet.load(Ordering::Relaxed);
+        if quiet {
+            self.shared.quiet_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        quiet
     }
 
     /// Appends one event.
@@ -209,6 +241,9 @@ impl TraceSink {
 
     /// Appends one event with the values its probe fetched.
     pub fn push_fetched(&self, event: TraceEvent, fetched: &[(Arc<str>, Value)]) {
+        if self.drop_if_quiet() {
+            return;
+        }
         let mut inner = self.lock();
         let Inner {
             target,
@@ -225,11 +260,18 @@ impl TraceSink {
         counts.written += 1;
         match target {
             Target::Collect(events) => events.push(event),
-            Target::Stream { out, format, .. } => {
+            Target::Stream {
+                out, format, line, ..
+            } => {
+                line.clear();
                 let written = match format {
-                    Format::Text => write_text(out, &event, fetched),
-                    Format::Json => write_json(out, &event, fetched),
-                };
+                    Format::Text => {
+                        lines::text(line, &event, fetched);
+                        Ok(())
+                    }
+                    Format::Json => lines::json(line, &event, fetched),
+                }
+                .and_then(|()| out.write_all(line));
                 if written.is_err() {
                     *closed = true;
                 }
@@ -247,6 +289,7 @@ impl TraceSink {
             format,
             inline_output: true,
             partial,
+            ..
         } = target
         else {
             return false;
@@ -339,7 +382,9 @@ impl TraceSink {
 
     /// How many events were accepted and dropped.
     pub fn counts(&self) -> SinkCounts {
-        self.lock().counts
+        let mut counts = self.lock().counts;
+        counts.dropped += self.shared.quiet_dropped.load(Ordering::Relaxed);
+        counts
     }
 
     /// Removes and returns every event collected so far (none when streaming).
@@ -362,40 +407,6 @@ impl TraceSink {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn write_text(
-    out: &mut dyn Write,
-    event: &TraceEvent,
-    fetched: &[(Arc<str>, Value)],
-) -> io::Result<()> {
-    write!(out, "{event}")?;
-    for (label, value) in fetched {
-        write!(out, " {label}={value}")?;
-    }
-    out.write_all(b"\n")
-}
-
-fn write_json(
-    out: &mut dyn Write,
-    event: &TraceEvent,
-    fetched: &[(Arc<str>, Value)],
-) -> io::Result<()> {
-    if fetched.is_empty() {
-        serde_json::to_writer(&mut *out, event)?;
-    } else {
-        let mut object = serde_json::to_value(event)?;
-        let values: serde_json::Map<String, serde_json::Value> = fetched
-            .iter()
-            .map(|(label, value)| {
-                let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-                (label.to_string(), v)
-            })
-            .collect();
-        object["fetch"] = serde_json::Value::Object(values);
-        serde_json::to_writer(&mut *out, &object)?;
-    }
-    out.write_all(b"\n")
 }
 
 #[cfg(test)]
