@@ -162,6 +162,8 @@ fn latency_histogram_from_entry_return_pairs_by_tid() {
     assert_eq!(counts[2], 1, "3 ns: [2, 4)");
     assert_eq!(counts[10], 1, "1000 ns: [512, 1K)");
     assert_eq!(counts.iter().sum::<u64>(), 2);
+    let total = rt.object.map("sift_down_total_ns").unwrap();
+    assert_eq!(total.entries()[0].1, 1003u64.to_le_bytes(), "1000 + 3 ns");
     let out = summary(&rt);
     assert!(out.contains("@sift_down_hist:\n[2, 4)"), "{out}");
     assert!(out.contains("[512, 1K)                   1 |"), "{out}");

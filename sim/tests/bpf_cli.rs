@@ -71,18 +71,61 @@ fn latency_histogram_is_drawn() {
     let o = sim(&["trace", &fixture("sort"), "--bpf", &object("latency"), "-q"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = section(&stdout(&o));
-    assert!(s.starts_with("@start: (empty)\n@sift_down_hist:\n"), "{s}");
+    assert!(
+        s.starts_with("@start: (empty)\n"),
+        "every entry matched: {s}"
+    );
     // `{range:<20} {count:>8} |{bar}|`
-    let buckets: u64 = s
+    let rows: Vec<(String, u64)> = s
         .lines()
         .filter(|l| l.starts_with('['))
-        .map(|l| l[21..29].trim().parse::<u64>().unwrap_or(0))
-        .sum();
-    assert_eq!(buckets, 1534, "every sift_down call measured once: {s}");
+        .map(|l| {
+            let range = l[..20].trim().to_string();
+            (range, l[21..29].trim().parse::<u64>().unwrap_or(0))
+        })
+        .collect();
+    let calls: u64 = rows.iter().map(|(_, n)| n).sum();
+    assert_eq!(calls, 1534, "every sift_down call measured once: {s}");
     assert!(
         s.contains("|@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"),
         "{s}"
     );
+    // The same buckets as the simulator's own entry-to-return latency of sift_down: the
+    // program's clock is the instruction clock.
+    let own = stdout(&sim(&[
+        "trace",
+        &fixture("sort"),
+        "-q",
+        "-p",
+        "uretprobe:sift_down",
+    ]));
+    let own_rows: Vec<(String, u64)> = own
+        .lines()
+        .skip_while(|l| !l.starts_with("--- latency of uretprobe:sift_down"))
+        .skip(1)
+        .take_while(|l| l.starts_with('['))
+        .filter_map(|l| {
+            let (range, rest) = l.split_once(")")?;
+            let count = rest.split_whitespace().next()?.parse().ok()?;
+            Some((format!("{range})"), count))
+        })
+        .collect();
+    assert_eq!(rows, own_rows, "{s}\n{own}");
+    // The exact total lies within the buckets' bounds.
+    let total: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("@sift_down_total_ns[0]: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no total: {s}"));
+    let bounds = |(range, n): &(String, u64)| -> Option<(u64, u64)> {
+        let (lo, hi) = range.trim_matches(['[', ')']).split_once(", ")?;
+        Some((lo.parse::<u64>().ok()? * n, hi.parse::<u64>().ok()? * n))
+    };
+    let (lo, hi) = rows
+        .iter()
+        .filter_map(bounds)
+        .fold((0, 0), |(a, b), (lo, hi)| (a + lo, b + hi));
+    assert!(lo <= total && total < hi, "{lo} <= {total} < {hi}: {s}");
 }
 
 #[test]

@@ -92,36 +92,58 @@ pub struct BpfScenario {
     pub fixture: &'static str,
     /// The object (`fixtures/bpf/OBJECT.bpf.o`).
     pub object: &'static str,
+    /// Whether its maps depend on `bpf_ktime_get_ns`, the user instruction clock. The QEMU
+    /// kernel keeps that clock exactly only under `-icount shift=0` (where `instret` counts
+    /// instructions), so `cargo xtask qemu-test` compares such a scenario from that boot.
+    pub exact_clock: bool,
 }
 
-/// Every eBPF scenario, run by the kernel after [`SCENARIOS`]. (`latency` is not one: its
-/// histogram reads each kernel's own clock.)
+/// Every eBPF scenario, run by the kernel after [`SCENARIOS`].
 pub const BPF_SCENARIOS: &[BpfScenario] = &[
     BpfScenario {
         name: "bpf_count_sort",
         fixture: "sort",
         object: "count",
+        exact_clock: false,
+    },
+    BpfScenario {
+        // sift_down's latency in user instructions: entry/return pairs by thread id.
+        name: "bpf_latency_sort",
+        fixture: "sort",
+        object: "latency",
+        exact_clock: true,
     },
     BpfScenario {
         name: "bpf_filter_fib",
         fixture: "fib",
         object: "filter",
+        exact_clock: false,
     },
     BpfScenario {
         name: "bpf_greet_strings",
         fixture: "greet",
         object: "greet",
+        exact_clock: false,
     },
     BpfScenario {
         // Stopped at every hit (out-of-bounds context read), counted; fib goes on.
         name: "bpf_oob_read_stopped",
         fixture: "fib",
         object: "bad/oob_read",
+        exact_clock: false,
     },
     BpfScenario {
         // Stopped at every hit (a store into the context), counted; fib's a0 is untouched.
         name: "bpf_ctx_write_stopped",
         fixture: "fib",
         object: "bad/ctx_write",
+        exact_clock: false,
+    },
+    BpfScenario {
+        // Runs past its instruction budget at main's one hit: stopped, counted; fib goes on.
+        name: "bpf_budget_stopped",
+        fixture: "fib",
+        object: "bad/spin_main",
+        exact_clock: false,
     },
 ];
