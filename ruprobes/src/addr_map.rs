@@ -67,12 +67,29 @@ impl<V> AddrMap<V> {
         self.find(addr).is_some()
     }
 
-    /// Inserts or replaces; keeps the table at most half full.
-    pub fn insert(&mut self, addr: usize, value: V) {
+    /// Inserts or replaces; returns the value replaced, for the caller to drop. Keeps the
+    /// table at most half full.
+    ///
+    /// No function of the map drops a value (see [`fill`](Self::fill)): a `V` such as an
+    /// `Arc<Probe>` has a deep drop glue, and where it runs is the caller's choice.
+    pub fn insert(&mut self, addr: usize, value: V) -> Option<V> {
         if let Some(slot) = self.get_mut(addr) {
-            *slot = value;
-            return;
+            return Some(core::mem::replace(slot, value));
         }
+        self.insert_new(addr, value);
+        None
+    }
+
+    /// The value at `addr`, inserted from `make` if there is none.
+    pub fn get_or_insert_with(&mut self, addr: usize, make: impl FnOnce() -> V) -> Option<&mut V> {
+        if !self.contains(addr) {
+            self.insert_new(addr, make());
+        }
+        self.get_mut(addr)
+    }
+
+    /// Inserts a key that is not in the table.
+    fn insert_new(&mut self, addr: usize, value: V) {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
@@ -86,9 +103,19 @@ impl<V> AddrMap<V> {
         while self.slots.get(i).is_some_and(Option::is_some) {
             i = (i + 1) & self.mask();
         }
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = Some((addr, value));
-            self.len += 1;
+        Self::fill(self.slots.get_mut(i), Some((addr, value)));
+        self.len += 1;
+    }
+
+    /// Writes `entry` into a free slot. A plain assignment would call the drop glue of the
+    /// old `None`: nothing at run time, but its call tree (that of dropping a `V`) would
+    /// count as this function's stack. Forgetting a `None` leaks nothing.
+    fn fill(slot: Option<&mut Option<(usize, V)>>, entry: Option<(usize, V)>) {
+        match slot {
+            Some(slot) => core::mem::forget(core::mem::replace(slot, entry)),
+            // Cannot happen (callers pass an index inside the table); forgotten rather
+            // than dropped for the same reason.
+            None => core::mem::forget(entry),
         }
     }
 
@@ -107,6 +134,8 @@ impl<V> AddrMap<V> {
                 self.place(addr, value);
             }
         }
+        // Every slot of `old` is `None` now: free it without its drop glue.
+        old.free_without_drop();
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<V> {
@@ -125,9 +154,7 @@ impl<V> AddrMap<V> {
             let home = self.home(key);
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
                 let moved = self.slots.get_mut(j).and_then(Option::take);
-                if let Some(slot) = self.slots.get_mut(hole) {
-                    *slot = moved;
-                }
+                Self::fill(self.slots.get_mut(hole), moved);
                 hole = j;
             }
         }
@@ -158,9 +185,10 @@ mod tests {
             // Few distinct keys, clustered like code addresses, so probes collide.
             let addr = 0x1_0000 + 2 * (state % 3000) as usize;
             match state >> 62 {
-                0 | 1 => {
-                    map.insert(addr, step);
-                    model.insert(addr, step);
+                0 => assert_eq!(map.insert(addr, step), model.insert(addr, step)),
+                1 => {
+                    let got = *map.get_or_insert_with(addr, || step).unwrap();
+                    assert_eq!(got, *model.entry(addr).or_insert(step));
                 }
                 2 => assert_eq!(map.remove(addr), model.remove(&addr)),
                 _ => assert_eq!(map.get(addr), model.get(&addr)),

@@ -29,13 +29,17 @@ unsafe impl<T: Send> Send for Array<T> {}
 // SAFETY: as above: `&Array<T>` only hands out `&T`.
 unsafe impl<T: Sync> Sync for Array<T> {}
 
+/// The layout of `cap` elements of layout `elem`; `None` past `isize::MAX` bytes.
+fn layout_of(elem: Layout, cap: usize) -> Option<Layout> {
+    let size = elem.size().checked_mul(cap)?;
+    Layout::from_size_align(size, elem.align()).ok()
+}
+
 /// Reallocates the buffer at `ptr`, which holds `old` elements of layout `elem` (`old == 0`:
 /// nothing allocated yet), to hold `new` elements (`new > old`). Out of memory, or a size
 /// beyond `isize::MAX`, goes to `handle_alloc_error`, as with `Vec`.
 fn resize(ptr: NonNull<u8>, elem: Layout, old: usize, new: usize) -> NonNull<u8> {
-    // An overflow saturates to a size `from_size_align` refuses.
-    let size = elem.size().saturating_mul(new);
-    let Ok(layout) = Layout::from_size_align(size, elem.align()) else {
+    let (Some(old_layout), Some(layout)) = (layout_of(elem, old), layout_of(elem, new)) else {
         alloc::alloc::handle_alloc_error(elem);
     };
     let raw = if old == 0 {
@@ -43,12 +47,9 @@ fn resize(ptr: NonNull<u8>, elem: Layout, old: usize, new: usize) -> NonNull<u8>
         // allocate for zero-sized elements) and `new > 0`.
         unsafe { alloc::alloc::alloc(layout) }
     } else {
-        // SAFETY: `ptr` was allocated by this allocator with the layout of `old` elements
-        // (same alignment), and the new size is non-zero and fits `isize`.
-        unsafe {
-            let old_layout = Layout::from_size_align_unchecked(elem.size() * old, elem.align());
-            alloc::alloc::realloc(ptr.as_ptr(), old_layout, size)
-        }
+        // SAFETY: `ptr` was allocated by this allocator with `old_layout`, and the new
+        // size is non-zero and fits `isize` (`layout` exists).
+        unsafe { alloc::alloc::realloc(ptr.as_ptr(), old_layout, layout.size()) }
     };
     match NonNull::new(raw) {
         Some(p) => p,
@@ -61,10 +62,9 @@ fn release(ptr: NonNull<u8>, elem: Layout, cap: usize) {
     if elem.size() == 0 || cap == 0 {
         return;
     }
-    // SAFETY: `ptr` was allocated by `resize` with exactly this layout.
-    unsafe {
-        let layout = Layout::from_size_align_unchecked(elem.size() * cap, elem.align());
-        alloc::alloc::dealloc(ptr.as_ptr(), layout);
+    if let Some(layout) = layout_of(elem, cap) {
+        // SAFETY: `ptr` was allocated by `resize` with exactly this layout.
+        unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) };
     }
 }
 
@@ -88,7 +88,9 @@ impl<T> Array<T> {
     /// An empty array with room for `cap` elements.
     pub fn with_capacity(cap: usize) -> Self {
         let mut array = Self::new();
-        array.reserve(cap);
+        if cap > array.cap {
+            array.grow_to(cap);
+        }
         array
     }
 
@@ -173,6 +175,15 @@ impl<T> Array<T> {
             ptr::copy(at.add(1), at, self.len - index);
             Some(value)
         }
+    }
+
+    /// Frees the buffer without dropping the elements: for an array whose elements own
+    /// nothing any more (all `None` once every value was taken out). Skipping the drop glue
+    /// keeps its call tree, that of dropping a `T`, off the caller's stack; an element that
+    /// still owned something would be leaked, never freed twice.
+    pub fn free_without_drop(self) {
+        let this = mem::ManuallyDrop::new(self);
+        release(this.ptr.cast(), Self::ELEM, this.cap);
     }
 
     /// Drops every element; keeps the allocation.
@@ -362,6 +373,22 @@ mod tests {
         copy.push(Counted(drops.clone(), 0));
         drop(copy);
         assert_eq!(drops.get(), 201);
+    }
+
+    #[test]
+    fn free_without_drop_frees_the_buffer_not_the_elements() {
+        let drops = Rc::new(Cell::new(0));
+        let mut a = Array::new();
+        for i in 0..10 {
+            a.push(Some(Counted(drops.clone(), i)));
+        }
+        for slot in a.iter_mut() {
+            drop(slot.take());
+        }
+        assert_eq!(drops.get(), 10);
+        a.free_without_drop();
+        assert_eq!(drops.get(), 10);
+        Array::<u8>::new().free_without_drop();
     }
 
     #[test]

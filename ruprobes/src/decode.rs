@@ -196,26 +196,39 @@ pub fn insn_len(parcel: u16) -> Option<usize> {
 /// A 32-bit instruction needs 4 bytes: with only its first 2 it is [`Unsupported::Illegal`].
 pub fn decode(bytes: &[u8]) -> Result<Insn, Unsupported> {
     let [b0, b1, rest @ ..] = bytes else {
-        return Err(Unsupported::Illegal);
+        return Err(Illegal);
     };
     let parcel = u16::from_le_bytes([*b0, *b1]);
     match (insn_len(parcel), rest) {
-        (Some(2), _) => Ok(Insn {
-            raw: u32::from(parcel),
-            len: 2,
-            op: decode16(parcel)?,
-        }),
-        (Some(4), [b2, b3, ..]) => {
-            let raw = u32::from_le_bytes([*b0, *b1, *b2, *b3]);
-            Ok(Insn {
-                raw,
-                len: 4,
-                op: decode32(raw)?,
-            })
-        }
-        _ => Err(Unsupported::Illegal),
+        (Some(2), _) => decode_raw(u32::from(parcel), 2),
+        (Some(4), [b2, b3, ..]) => decode_raw(u32::from_le_bytes([*b0, *b1, *b2, *b3]), 4),
+        _ => Err(Illegal),
     }
 }
+
+/// Decodes `raw`, an instruction of `len` (2 or 4) bytes.
+fn decode_raw(raw: u32, len: u8) -> Result<Insn, Unsupported> {
+    let op = if len == 2 {
+        decode16(raw)
+    } else {
+        decode32(raw)
+    };
+    match op {
+        Ok(op) => Ok(Insn { raw, len, op }),
+        Err(why) => Err(why),
+    }
+}
+
+// Unoptimised builds (a kernel's debug profile) give every temporary of every match arm
+// its own stack slot. So the decoders below build each `Op` in a small constructor that
+// returns the whole `Decoded` (written straight into the caller's return slot), compute
+// each immediate in its own function, and split by major opcode or quadrant: every frame
+// stays small.
+
+/// What a decoder returns.
+type Decoded = Result<Op, Unsupported>;
+const XOL: Decoded = Ok(Op::Xol);
+const ILLEGAL: Decoded = Err(Illegal);
 
 /// Bits `hi..=lo` of `x`, shifted down.
 const fn bits(x: u32, hi: u32, lo: u32) -> u32 {
@@ -233,90 +246,103 @@ fn reg(raw: u32, lo: u32) -> u8 {
     bits(raw, lo + 4, lo) as u8
 }
 
-fn alu_imm(alu: Alu, rd: u8, rs1: u8, imm: i64) -> Op {
-    Op::Alu {
+fn alu_imm(alu: Alu, rd: u8, rs1: u8, imm: i64) -> Decoded {
+    Ok(Op::Alu {
         alu,
         rd,
         rs1,
         rhs: Rhs::Imm(imm),
-    }
+    })
 }
 
-fn alu_reg(alu: Alu, rd: u8, rs1: u8, rs2: u8) -> Op {
-    Op::Alu {
+fn alu_reg(alu: Alu, rd: u8, rs1: u8, rs2: u8) -> Decoded {
+    Ok(Op::Alu {
         alu,
         rd,
         rs1,
         rhs: Rhs::Reg(rs2),
-    }
+    })
+}
+
+fn lui(rd: u8, imm: i64) -> Decoded {
+    Ok(Op::Lui { rd, imm })
+}
+
+fn auipc(rd: u8, imm: i64) -> Decoded {
+    Ok(Op::Auipc { rd, imm })
+}
+
+fn jal(rd: u8, offset: i64) -> Decoded {
+    Ok(Op::Jal { rd, offset })
+}
+
+fn jalr(rd: u8, rs1: u8, offset: i64) -> Decoded {
+    Ok(Op::Jalr { rd, rs1, offset })
+}
+
+fn branch(cond: Cond, rs1: u8, rs2: u8, offset: i64) -> Decoded {
+    Ok(Op::Branch {
+        cond,
+        rs1,
+        rs2,
+        offset,
+    })
+}
+
+/// The sign-extended upper immediate of `lui` / `auipc`.
+fn upper_imm(raw: u32) -> i64 {
+    sext(raw & 0xffff_f000, 32)
+}
+
+/// The sign-extended 12-bit immediate of the I format.
+fn i_imm(raw: u32) -> i64 {
+    sext(bits(raw, 31, 20), 12)
 }
 
 /// Decodes a 32-bit instruction (its low two bits are `11`).
-fn decode32(raw: u32) -> Result<Op, Unsupported> {
-    let (rd, rs1, rs2) = (reg(raw, 7), reg(raw, 15), reg(raw, 20));
+fn decode32(raw: u32) -> Decoded {
     let funct3 = bits(raw, 14, 12);
-    // One helper per major opcode keeps each frame small in unoptimised builds.
     match raw & 0x7f {
-        0x37 => Ok(Op::Lui {
-            rd,
-            imm: sext(raw & 0xffff_f000, 32),
-        }),
-        0x17 => Ok(Op::Auipc {
-            rd,
-            imm: sext(raw & 0xffff_f000, 32),
-        }),
-        0x6f => Ok(decode_jal(raw)),
-        0x67 if funct3 == 0 => Ok(Op::Jalr {
-            rd,
-            rs1,
-            offset: sext(bits(raw, 31, 20), 12),
-        }),
+        0x37 => lui(reg(raw, 7), upper_imm(raw)),
+        0x17 => auipc(reg(raw, 7), upper_imm(raw)),
+        0x6f => decode_jal(raw),
+        0x67 if funct3 == 0 => jalr(reg(raw, 7), reg(raw, 15), i_imm(raw)),
         0x63 => decode_branch(raw),
         0x13 => decode_op_imm(raw),
         0x1b => decode_op_imm32(raw),
         0x33 => decode_op(raw),
         0x3b => decode_op32(raw),
         // Loads lb..lwu (no funct3 7) and stores sb..sd.
-        0x03 if funct3 != 7 => Ok(Op::Xol),
-        0x23 if funct3 <= 3 => Ok(Op::Xol),
-        // MISC-MEM: fence, fence.i, cbo.* (Zicbom/Zicboz).
-        0x0f => match funct3 {
-            // fence (and fence.tso, pause): the reserved rd/rs1 fields and fm must be zero.
-            0 if rd == 0 && rs1 == 0 && matches!(bits(raw, 31, 28), 0 | 0b1000) => Ok(Op::Xol),
-            1 => Err(Unsupported::FenceI),
-            2 => Err(Unsupported::CacheBlock),
-            _ => Err(Illegal),
-        },
+        0x03 if funct3 != 7 => XOL,
+        0x23 if funct3 <= 3 => XOL,
+        0x0f => decode_misc_mem(raw, funct3),
         // SYSTEM: ecall, ebreak, xret, wfi, sfence.vma (funct3 0), hypervisor loads and
         // stores (4), CSR accesses (the rest).
         0x73 => match funct3 {
             0 | 4 => Err(Unsupported::System),
             _ => Err(Unsupported::Csr),
         },
-        0x2f => decode_amo(raw, funct3, rs2),
+        0x2f => decode_amo(raw, funct3),
         // flw/fld, fsw/fsd.
-        0x07 | 0x27 if matches!(funct3, 2 | 3) => Ok(Op::Xol),
+        0x07 | 0x27 if matches!(funct3, 2 | 3) => XOL,
         // fmadd, fmsub, fnmsub, fnmadd: fmt S or D.
-        0x43 | 0x47 | 0x4b | 0x4f if bits(raw, 26, 25) <= 1 && valid_rm(funct3) => Ok(Op::Xol),
-        0x53 if valid_op_fp(bits(raw, 31, 25), funct3, rs2) => Ok(Op::Xol),
-        _ => Err(Illegal),
+        0x43 | 0x47 | 0x4b | 0x4f if bits(raw, 26, 25) <= 1 && valid_rm(funct3) => XOL,
+        0x53 if valid_op_fp(bits(raw, 31, 25), funct3, reg(raw, 20)) => XOL,
+        _ => ILLEGAL,
     }
 }
 
 /// JAL.
-fn decode_jal(raw: u32) -> Op {
+fn decode_jal(raw: u32) -> Decoded {
     let imm = bits(raw, 31, 31) << 20
         | bits(raw, 19, 12) << 12
         | bits(raw, 20, 20) << 11
         | bits(raw, 30, 21) << 1;
-    Op::Jal {
-        rd: reg(raw, 7),
-        offset: sext(imm, 21),
-    }
+    jal(reg(raw, 7), sext(imm, 21))
 }
 
 /// BRANCH: beq..bgeu.
-fn decode_branch(raw: u32) -> Result<Op, Unsupported> {
+fn decode_branch(raw: u32) -> Decoded {
     let cond = match bits(raw, 14, 12) {
         0 => Cond::Eq,
         1 => Cond::Ne,
@@ -324,22 +350,22 @@ fn decode_branch(raw: u32) -> Result<Op, Unsupported> {
         5 => Cond::Ge,
         6 => Cond::Ltu,
         7 => Cond::Geu,
-        _ => return Err(Illegal),
+        _ => return ILLEGAL,
     };
+    branch(cond, reg(raw, 15), reg(raw, 20), b_offset(raw))
+}
+
+/// The sign-extended offset of the B format.
+fn b_offset(raw: u32) -> i64 {
     let imm = bits(raw, 31, 31) << 12
         | bits(raw, 7, 7) << 11
         | bits(raw, 30, 25) << 5
         | bits(raw, 11, 8) << 1;
-    Ok(Op::Branch {
-        cond,
-        rs1: reg(raw, 15),
-        rs2: reg(raw, 20),
-        offset: sext(imm, 13),
-    })
+    sext(imm, 13)
 }
 
 /// OP-IMM: addi..srai.
-fn decode_op_imm(raw: u32) -> Result<Op, Unsupported> {
+fn decode_op_imm(raw: u32) -> Decoded {
     let (rd, rs1) = (reg(raw, 7), reg(raw, 15));
     let shamt = i64::from(bits(raw, 25, 20));
     let alu = match (bits(raw, 14, 12), bits(raw, 31, 26)) {
@@ -349,29 +375,29 @@ fn decode_op_imm(raw: u32) -> Result<Op, Unsupported> {
         (4, _) => Alu::Xor,
         (6, _) => Alu::Or,
         (7, _) => Alu::And,
-        (1, 0) => return Ok(alu_imm(Alu::Sll, rd, rs1, shamt)),
-        (5, 0) => return Ok(alu_imm(Alu::Srl, rd, rs1, shamt)),
-        (5, 0x10) => return Ok(alu_imm(Alu::Sra, rd, rs1, shamt)),
-        _ => return Err(Illegal),
+        (1, 0) => return alu_imm(Alu::Sll, rd, rs1, shamt),
+        (5, 0) => return alu_imm(Alu::Srl, rd, rs1, shamt),
+        (5, 0x10) => return alu_imm(Alu::Sra, rd, rs1, shamt),
+        _ => return ILLEGAL,
     };
-    Ok(alu_imm(alu, rd, rs1, sext(bits(raw, 31, 20), 12)))
+    alu_imm(alu, rd, rs1, i_imm(raw))
 }
 
 /// OP-IMM-32: addiw..sraiw.
-fn decode_op_imm32(raw: u32) -> Result<Op, Unsupported> {
-    let (rd, rs1, rs2) = (reg(raw, 7), reg(raw, 15), reg(raw, 20));
-    let shamt = i64::from(rs2);
+fn decode_op_imm32(raw: u32) -> Decoded {
+    let (rd, rs1) = (reg(raw, 7), reg(raw, 15));
+    let shamt = i64::from(reg(raw, 20));
     match (bits(raw, 14, 12), bits(raw, 31, 25)) {
-        (0, _) => Ok(alu_imm(Alu::Addw, rd, rs1, sext(bits(raw, 31, 20), 12))),
-        (1, 0) => Ok(alu_imm(Alu::Sllw, rd, rs1, shamt)),
-        (5, 0) => Ok(alu_imm(Alu::Srlw, rd, rs1, shamt)),
-        (5, 0x20) => Ok(alu_imm(Alu::Sraw, rd, rs1, shamt)),
-        _ => Err(Illegal),
+        (0, _) => alu_imm(Alu::Addw, rd, rs1, i_imm(raw)),
+        (1, 0) => alu_imm(Alu::Sllw, rd, rs1, shamt),
+        (5, 0) => alu_imm(Alu::Srlw, rd, rs1, shamt),
+        (5, 0x20) => alu_imm(Alu::Sraw, rd, rs1, shamt),
+        _ => ILLEGAL,
     }
 }
 
 /// OP: add..remu.
-fn decode_op(raw: u32) -> Result<Op, Unsupported> {
+fn decode_op(raw: u32) -> Decoded {
     let alu = match (bits(raw, 31, 25), bits(raw, 14, 12)) {
         (0, 0) => Alu::Add,
         (0x20, 0) => Alu::Sub,
@@ -391,13 +417,13 @@ fn decode_op(raw: u32) -> Result<Op, Unsupported> {
         (1, 5) => Alu::Divu,
         (1, 6) => Alu::Rem,
         (1, 7) => Alu::Remu,
-        _ => return Err(Illegal),
+        _ => return ILLEGAL,
     };
-    Ok(alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20)))
+    alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20))
 }
 
 /// OP-32: addw..remuw.
-fn decode_op32(raw: u32) -> Result<Op, Unsupported> {
+fn decode_op32(raw: u32) -> Decoded {
     let alu = match (bits(raw, 31, 25), bits(raw, 14, 12)) {
         (0, 0) => Alu::Addw,
         (0x20, 0) => Alu::Subw,
@@ -409,22 +435,35 @@ fn decode_op32(raw: u32) -> Result<Op, Unsupported> {
         (1, 5) => Alu::Divuw,
         (1, 6) => Alu::Remw,
         (1, 7) => Alu::Remuw,
-        _ => return Err(Illegal),
+        _ => return ILLEGAL,
     };
-    Ok(alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20)))
+    alu_reg(alu, reg(raw, 7), reg(raw, 15), reg(raw, 20))
+}
+
+/// MISC-MEM: fence, fence.i, cbo.* (Zicbom/Zicboz).
+fn decode_misc_mem(raw: u32, funct3: u32) -> Decoded {
+    match funct3 {
+        // fence (and fence.tso, pause): the reserved rd/rs1 fields and fm must be zero.
+        0 if reg(raw, 7) == 0 && reg(raw, 15) == 0 && matches!(bits(raw, 31, 28), 0 | 0b1000) => {
+            XOL
+        }
+        1 => Err(Unsupported::FenceI),
+        2 => Err(Unsupported::CacheBlock),
+        _ => ILLEGAL,
+    }
 }
 
 /// The A extension: every AMO of width `.w`/`.d` is stepped; `lr`/`sc` are refused.
-fn decode_amo(raw: u32, funct3: u32, rs2: u8) -> Result<Op, Unsupported> {
+fn decode_amo(raw: u32, funct3: u32) -> Decoded {
     if !matches!(funct3, 2 | 3) {
-        return Err(Illegal);
+        return ILLEGAL;
     }
     match bits(raw, 31, 27) {
-        0x02 if rs2 == 0 => Err(Unsupported::LoadReserved),
+        0x02 if reg(raw, 20) == 0 => Err(Unsupported::LoadReserved),
         0x03 => Err(Unsupported::LoadReserved),
         // amoadd, amoswap, amoxor, amoor, amoand, amomin, amomax, amominu, amomaxu
-        0x00 | 0x01 | 0x04 | 0x08 | 0x0c | 0x10 | 0x14 | 0x18 | 0x1c => Ok(Op::Xol),
-        _ => Err(Illegal),
+        0x00 | 0x01 | 0x04 | 0x08 | 0x0c | 0x10 | 0x14 | 0x18 | 0x1c => XOL,
+        _ => ILLEGAL,
     }
 }
 
@@ -467,103 +506,113 @@ fn creg(raw: u32, lo: u32) -> u8 {
     bits(raw, lo + 2, lo) as u8 + 8
 }
 
-/// Decodes a 16-bit instruction by expanding it to its 32-bit equivalent operation.
-fn decode16(parcel: u16) -> Result<Op, Unsupported> {
-    let raw = u32::from(parcel);
+/// The 6-bit signed immediate of CI: imm[5] = bit 12, imm[4:0] = bits 6:2.
+fn ci_imm(raw: u32) -> i64 {
+    sext(ci_shamt(raw) as u32, 6)
+}
+
+/// The same bits unsigned: the shift amount of c.slli, c.srli, c.srai.
+fn ci_shamt(raw: u32) -> i64 {
+    i64::from(bits(raw, 12, 12) << 5 | bits(raw, 6, 2))
+}
+
+/// Decodes a 16-bit instruction (in the low half of `raw`) by expanding it to its 32-bit
+/// equivalent operation.
+fn decode16(raw: u32) -> Decoded {
     if raw == 0 {
-        return Err(Illegal); // the all-zero parcel is defined illegal
+        return ILLEGAL; // the all-zero parcel is defined illegal
     }
     let funct3 = bits(raw, 15, 13);
-    let rd = reg(raw, 7); // also rs1 of the CR/CI formats
-    let rs2 = reg(raw, 2);
-    // The 6-bit signed immediate of CI: imm[5] = bit 12, imm[4:0] = bits 6:2.
-    let imm6 = sext(bits(raw, 12, 12) << 5 | bits(raw, 6, 2), 6);
-    let shamt = i64::from(bits(raw, 12, 12) << 5 | bits(raw, 6, 2));
-    match (raw & 0b11, funct3) {
-        // c.addi4spn: rd' = sp + nzuimm (sp is not changed).
-        (0, 0) => {
-            let imm = bits(raw, 12, 11) << 4
-                | bits(raw, 10, 7) << 6
-                | bits(raw, 6, 6) << 2
-                | bits(raw, 5, 5) << 3;
-            if imm == 0 {
-                return Err(Illegal);
-            }
-            Ok(alu_imm(Alu::Add, creg(raw, 2), 2, i64::from(imm)))
-        }
-        // c.fld, c.lw, c.ld, c.fsd, c.sw, c.sd. funct3 4 is reserved.
-        (0, 1..=3 | 5..=7) => Ok(Op::Xol),
-        // c.addi (rd = 0: c.nop and hints).
-        (1, 0) => Ok(alu_imm(Alu::Add, rd, rd, imm6)),
-        // c.addiw (RV64; the RV32 c.jal encoding).
-        (1, 1) if rd != 0 => Ok(alu_imm(Alu::Addw, rd, rd, imm6)),
-        // c.li
-        (1, 2) => Ok(alu_imm(Alu::Add, rd, 0, imm6)),
-        // c.addi16sp
-        (1, 3) if rd == 2 => {
-            let imm = bits(raw, 12, 12) << 9
-                | bits(raw, 6, 6) << 4
-                | bits(raw, 5, 5) << 6
-                | bits(raw, 4, 3) << 7
-                | bits(raw, 2, 2) << 5;
-            if imm == 0 {
-                return Err(Illegal);
-            }
-            Ok(alu_imm(Alu::Add, 2, 2, sext(imm, 10)))
-        }
-        // c.lui
-        (1, 3) if imm6 != 0 => Ok(Op::Lui {
-            rd,
-            imm: imm6 << 12,
-        }),
-        (1, 4) => decode_c_alu(raw, imm6, shamt),
-        // c.j
-        (1, 5) => {
-            let imm = bits(raw, 12, 12) << 11
-                | bits(raw, 11, 11) << 4
-                | bits(raw, 10, 9) << 8
-                | bits(raw, 8, 8) << 10
-                | bits(raw, 7, 7) << 6
-                | bits(raw, 6, 6) << 7
-                | bits(raw, 5, 3) << 1
-                | bits(raw, 2, 2) << 5;
-            Ok(Op::Jal {
-                rd: 0,
-                offset: sext(imm, 12),
-            })
-        }
-        // c.beqz, c.bnez
-        (1, 6 | 7) => {
-            let imm = bits(raw, 12, 12) << 8
-                | bits(raw, 11, 10) << 3
-                | bits(raw, 6, 5) << 6
-                | bits(raw, 4, 3) << 1
-                | bits(raw, 2, 2) << 5;
-            Ok(Op::Branch {
-                cond: if funct3 == 6 { Cond::Eq } else { Cond::Ne },
-                rs1: creg(raw, 7),
-                rs2: 0,
-                offset: sext(imm, 9),
-            })
-        }
-        // c.slli (rd = 0 or shamt = 0: hints)
-        (2, 0) => Ok(alu_imm(Alu::Sll, rd, rd, shamt)),
-        // c.fldsp, c.fsdsp, c.swsp, c.sdsp
-        (2, 1 | 5..=7) => Ok(Op::Xol),
-        // c.lwsp, c.ldsp (rd = 0 is reserved)
-        (2, 2 | 3) if rd != 0 => Ok(Op::Xol),
-        (2, 4) => decode_c_jump_move(raw, rd, rs2),
-        _ => Err(Illegal),
+    match raw & 0b11 {
+        0 => decode_c0(raw, funct3),
+        1 => decode_c1(raw, funct3),
+        _ => decode_c2(raw, funct3),
     }
 }
 
+/// Quadrant 0: c.addi4spn and the loads and stores off a register.
+fn decode_c0(raw: u32, funct3: u32) -> Decoded {
+    match funct3 {
+        // c.addi4spn: rd' = sp + nzuimm (sp is not changed).
+        0 => match c_addi4spn_imm(raw) {
+            0 => ILLEGAL,
+            imm => alu_imm(Alu::Add, creg(raw, 2), 2, i64::from(imm)),
+        },
+        // c.fld, c.lw, c.ld, c.fsd, c.sw, c.sd. funct3 4 is reserved.
+        4 => ILLEGAL,
+        _ => XOL,
+    }
+}
+
+fn c_addi4spn_imm(raw: u32) -> u32 {
+    bits(raw, 12, 11) << 4 | bits(raw, 10, 7) << 6 | bits(raw, 6, 6) << 2 | bits(raw, 5, 5) << 3
+}
+
+/// Quadrant 1: immediates, the ALU group, jumps and branches.
+fn decode_c1(raw: u32, funct3: u32) -> Decoded {
+    let rd = reg(raw, 7);
+    match funct3 {
+        // c.addi (rd = 0: c.nop and hints).
+        0 => alu_imm(Alu::Add, rd, rd, ci_imm(raw)),
+        // c.addiw (RV64; the RV32 c.jal encoding).
+        1 if rd != 0 => alu_imm(Alu::Addw, rd, rd, ci_imm(raw)),
+        // c.li
+        2 => alu_imm(Alu::Add, rd, 0, ci_imm(raw)),
+        // c.addi16sp
+        3 if rd == 2 => match c_addi16sp_imm(raw) {
+            0 => ILLEGAL,
+            imm => alu_imm(Alu::Add, 2, 2, sext(imm, 10)),
+        },
+        // c.lui
+        3 if ci_imm(raw) != 0 => lui(rd, ci_imm(raw) << 12),
+        4 => decode_c_alu(raw),
+        // c.j
+        5 => jal(0, c_j_offset(raw)),
+        // c.beqz, c.bnez
+        6 => branch(Cond::Eq, creg(raw, 7), 0, c_b_offset(raw)),
+        7 => branch(Cond::Ne, creg(raw, 7), 0, c_b_offset(raw)),
+        _ => ILLEGAL,
+    }
+}
+
+fn c_addi16sp_imm(raw: u32) -> u32 {
+    bits(raw, 12, 12) << 9
+        | bits(raw, 6, 6) << 4
+        | bits(raw, 5, 5) << 6
+        | bits(raw, 4, 3) << 7
+        | bits(raw, 2, 2) << 5
+}
+
+/// The sign-extended offset of c.j.
+fn c_j_offset(raw: u32) -> i64 {
+    let imm = bits(raw, 12, 12) << 11
+        | bits(raw, 11, 11) << 4
+        | bits(raw, 10, 9) << 8
+        | bits(raw, 8, 8) << 10
+        | bits(raw, 7, 7) << 6
+        | bits(raw, 6, 6) << 7
+        | bits(raw, 5, 3) << 1
+        | bits(raw, 2, 2) << 5;
+    sext(imm, 12)
+}
+
+/// The sign-extended offset of c.beqz / c.bnez.
+fn c_b_offset(raw: u32) -> i64 {
+    let imm = bits(raw, 12, 12) << 8
+        | bits(raw, 11, 10) << 3
+        | bits(raw, 6, 5) << 6
+        | bits(raw, 4, 3) << 1
+        | bits(raw, 2, 2) << 5;
+    sext(imm, 9)
+}
+
 /// Quadrant 1, funct3 4: c.srli, c.srai, c.andi, c.sub, c.xor, c.or, c.and, c.subw, c.addw.
-fn decode_c_alu(raw: u32, imm6: i64, shamt: i64) -> Result<Op, Unsupported> {
+fn decode_c_alu(raw: u32) -> Decoded {
     let rd = creg(raw, 7);
     match bits(raw, 11, 10) {
-        0 => Ok(alu_imm(Alu::Srl, rd, rd, shamt)),
-        1 => Ok(alu_imm(Alu::Sra, rd, rd, shamt)),
-        2 => Ok(alu_imm(Alu::And, rd, rd, imm6)),
+        0 => alu_imm(Alu::Srl, rd, rd, ci_shamt(raw)),
+        1 => alu_imm(Alu::Sra, rd, rd, ci_shamt(raw)),
+        2 => alu_imm(Alu::And, rd, rd, ci_imm(raw)),
         _ => {
             let alu = match (bits(raw, 12, 12), bits(raw, 6, 5)) {
                 (0, 0) => Alu::Sub,
@@ -572,31 +621,38 @@ fn decode_c_alu(raw: u32, imm6: i64, shamt: i64) -> Result<Op, Unsupported> {
                 (0, 3) => Alu::And,
                 (1, 0) => Alu::Subw,
                 (1, 1) => Alu::Addw,
-                _ => return Err(Illegal),
+                _ => return ILLEGAL,
             };
-            Ok(alu_reg(alu, rd, rd, creg(raw, 2)))
+            alu_reg(alu, rd, rd, creg(raw, 2))
         }
     }
 }
 
+/// Quadrant 2: c.slli, the loads and stores off sp, and the jump/move group.
+fn decode_c2(raw: u32, funct3: u32) -> Decoded {
+    let rd = reg(raw, 7);
+    match funct3 {
+        // c.slli (rd = 0 or shamt = 0: hints)
+        0 => alu_imm(Alu::Sll, rd, rd, ci_shamt(raw)),
+        // c.fldsp, c.fsdsp, c.swsp, c.sdsp
+        1 | 5..=7 => XOL,
+        // c.lwsp, c.ldsp (rd = 0 is reserved)
+        2 | 3 if rd != 0 => XOL,
+        4 => decode_c_jump_move(raw, rd, reg(raw, 2)),
+        _ => ILLEGAL,
+    }
+}
+
 /// Quadrant 2, funct3 4: c.jr, c.mv, c.ebreak, c.jalr, c.add.
-fn decode_c_jump_move(raw: u32, rd: u8, rs2: u8) -> Result<Op, Unsupported> {
+fn decode_c_jump_move(raw: u32, rd: u8, rs2: u8) -> Decoded {
     let link = bits(raw, 12, 12) == 1;
     match (link, rd, rs2) {
-        (false, 0, 0) => Err(Illegal), // c.jr x0 is reserved
-        (false, _, 0) => Ok(Op::Jalr {
-            rd: 0,
-            rs1: rd,
-            offset: 0,
-        }),
-        (false, _, _) => Ok(alu_reg(Alu::Add, rd, 0, rs2)), // c.mv (rd = 0: hint)
-        (true, 0, 0) => Err(Unsupported::System),           // c.ebreak
-        (true, _, 0) => Ok(Op::Jalr {
-            rd: 1,
-            rs1: rd,
-            offset: 0,
-        }),
-        (true, _, _) => Ok(alu_reg(Alu::Add, rd, rd, rs2)), // c.add (rd = 0: hint)
+        (false, 0, 0) => ILLEGAL,                       // c.jr x0 is reserved
+        (false, _, 0) => jalr(0, rd, 0),                // c.jr
+        (false, _, _) => alu_reg(Alu::Add, rd, 0, rs2), // c.mv (rd = 0: hint)
+        (true, 0, 0) => Err(Unsupported::System),       // c.ebreak
+        (true, _, 0) => jalr(1, rd, 0),                 // c.jalr
+        (true, _, _) => alu_reg(Alu::Add, rd, rd, rs2), // c.add (rd = 0: hint)
     }
 }
 

@@ -125,7 +125,9 @@ impl Registry {
     /// Adds a new probe to the by-path table.
     fn add_probe(&mut self, probe: &Arc<Probe>) {
         match self.probes.iter_mut().find(|(p, _)| *p == probe.path) {
-            Some((_, by_addr)) => by_addr.insert(probe.addr, probe.clone()),
+            Some((_, by_addr)) => {
+                by_addr.insert(probe.addr, probe.clone());
+            }
             None => {
                 let mut by_addr = AddrMap::new();
                 by_addr.insert(probe.addr, probe.clone());
@@ -259,10 +261,7 @@ impl Process {
     /// The state of thread `tid`, created on its first trap. `None` cannot happen (the
     /// map always finds what it just inserted) but is not a panic on the trap path.
     fn thread(&mut self, tid: Tid) -> Option<&mut ThreadState> {
-        if !self.threads.contains(tid) {
-            self.threads.insert(tid, ThreadState::new());
-        }
-        self.threads.get_mut(tid)
+        self.threads.get_or_insert_with(tid, ThreadState::new)
     }
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
@@ -273,16 +272,17 @@ impl Process {
         probe: &Arc<Probe>,
         wants_return: bool,
     ) -> Result<(), Error> {
-        let addr = probe.addr;
-        if let Some(armed) = self.armed.get_mut(addr) {
-            // Already a breakpoint here: keep the recorded original, never re-read it.
-            if wants_return {
-                self.xol.ensure_trampoline(space)?;
-            }
-            armed.probe = probe.clone();
-            return Ok(());
+        if !self.armed.contains(probe.addr) {
+            return self.arm_new(space, probe, wants_return);
         }
-        self.arm_new(space, probe, wants_return)
+        // Already a breakpoint here: keep the recorded original, never re-read it.
+        if wants_return {
+            self.xol.ensure_trampoline(space)?;
+        }
+        if let Some(armed) = self.armed.get_mut(probe.addr) {
+            armed.probe = probe.clone();
+        }
+        Ok(())
     }
 
     /// Arms `probe` where nothing is armed yet: reads and checks the original, takes an
@@ -299,7 +299,7 @@ impl Process {
             self.xol.ensure_trampoline(space)?;
         }
         let slot = match insn.class() {
-            Class::Xol => Some(self.xol.alloc(space, addr, &insn)?),
+            Class::Xol => Some(self.take_slot(space, addr, &insn)?),
             Class::Simulate | Class::Emulate => None,
         };
         if let Err(e) = write_breakpoint(space, addr, insn.len()) {
@@ -308,9 +308,25 @@ impl Process {
             }
             return Err(e);
         }
-        let probe = probe.clone();
-        self.armed.insert(addr, Armed { probe, insn, slot });
+        let armed = Armed {
+            probe: probe.clone(),
+            insn,
+            slot,
+        };
+        // `addr` was not armed: nothing is replaced.
+        self.armed.insert(addr, armed);
         Ok(())
+    }
+
+    /// An XOL slot holding `insn` for the probe at `addr`, on a new page if needed.
+    fn take_slot(
+        &mut self,
+        space: &mut dyn UserSpace,
+        addr: usize,
+        insn: &Insn,
+    ) -> Result<usize, Error> {
+        self.xol.reserve_slot(space)?;
+        self.xol.alloc(space, addr, insn)
     }
 
     /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.

@@ -66,29 +66,34 @@ impl Xol {
         Ok(base)
     }
 
-    /// Takes a slot for the probe at `owner`, writes `insn` and a breakpoint into it.
+    /// Makes sure a free slot exists, mapping the first page (with the trampoline) or one
+    /// more page as needed. Separate from [`alloc`](Self::alloc) so the page mapping and
+    /// the slot write are not nested on the stack.
+    pub fn reserve_slot(&mut self, space: &mut dyn UserSpace) -> Result<(), Error> {
+        if self.pages.is_empty() {
+            self.add_page(space)?;
+        }
+        if self.free.is_empty() {
+            self.add_page(space)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a free slot (see [`reserve_slot`](Self::reserve_slot)) for the probe at
+    /// `owner`, writes `insn` and a breakpoint into it.
     pub fn alloc(
         &mut self,
         space: &mut dyn UserSpace,
         owner: usize,
         insn: &Insn,
     ) -> Result<usize, Error> {
-        self.ensure_trampoline(space)?;
-        if self.free.is_empty() {
-            self.add_page(space)?;
-        }
         let Some(slot) = self.free.pop() else {
             return Err(Error::XolMapFailed);
         };
-        let mut bytes = [0u8; SLOT_SIZE];
-        let len = insn.len();
-        bytes[..4].copy_from_slice(&insn.raw().to_le_bytes());
-        bytes[len..len + 4].copy_from_slice(&EBREAK.to_le_bytes());
-        if let Err(fault) = space.write(slot, &bytes[..len + 4]) {
+        if let Err(e) = write_slot(space, slot, insn) {
             self.free.push(slot);
-            return Err(Error::WriteFault(fault));
+            return Err(e);
         }
-        space.flush_icache(slot, SLOT_SIZE);
         if let Some(entry) = self.owner_mut(slot) {
             *entry = Some(owner);
         }
@@ -112,4 +117,17 @@ impl Xol {
             .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
         page.owner.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
+}
+
+/// Writes `insn` and a breakpoint into the slot at `slot`.
+fn write_slot(space: &mut dyn UserSpace, slot: usize, insn: &Insn) -> Result<(), Error> {
+    let mut bytes = [0u8; SLOT_SIZE];
+    let len = insn.len();
+    bytes[..4].copy_from_slice(&insn.raw().to_le_bytes());
+    bytes[len..len + 4].copy_from_slice(&EBREAK.to_le_bytes());
+    space
+        .write(slot, &bytes[..len + 4])
+        .map_err(Error::WriteFault)?;
+    space.flush_icache(slot, SLOT_SIZE);
+    Ok(())
 }
