@@ -31,8 +31,10 @@ unsafe impl<T: Sync> Sync for Array<T> {}
 
 /// The layout of `cap` elements of layout `elem`; `None` past `isize::MAX` bytes.
 fn layout_of(elem: Layout, cap: usize) -> Option<Layout> {
-    let size = elem.size().checked_mul(cap)?;
-    Layout::from_size_align(size, elem.align()).ok()
+    match elem.size().checked_mul(cap) {
+        Some(size) => Layout::from_size_align(size, elem.align()).ok(),
+        None => None,
+    }
 }
 
 /// Reallocates the buffer at `ptr`, which holds `old` elements of layout `elem` (`old == 0`:
@@ -100,8 +102,10 @@ impl<T> Array<T> {
         T: Clone,
     {
         let mut array = Self::with_capacity(len);
-        for _ in 0..len {
-            array.push(value.clone());
+        while array.len < len {
+            // SAFETY: `len <= cap`: the slot is allocated (or `T` is zero-sized) and unused.
+            unsafe { array.ptr.as_ptr().add(array.len).write(value.clone()) };
+            array.len += 1;
         }
         array
     }

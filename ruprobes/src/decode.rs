@@ -207,7 +207,7 @@ pub fn decode(bytes: &[u8]) -> Result<Insn, Unsupported> {
 }
 
 /// Decodes `raw`, an instruction of `len` (2 or 4) bytes.
-fn decode_raw(raw: u32, len: u8) -> Result<Insn, Unsupported> {
+pub(crate) fn decode_raw(raw: u32, len: u8) -> Result<Insn, Unsupported> {
     let op = if len == 2 {
         decode16(raw)
     } else {
@@ -231,14 +231,19 @@ const XOL: Decoded = Ok(Op::Xol);
 const ILLEGAL: Decoded = Err(Illegal);
 
 /// Bits `hi..=lo` of `x`, shifted down.
+/// (Wrapping operations: the arguments are constants in range, and unoptimised builds
+/// then need no overflow-panic paths here.)
 const fn bits(x: u32, hi: u32, lo: u32) -> u32 {
-    (x >> lo) & ((1 << (hi - lo + 1)) - 1)
+    x.wrapping_shr(lo)
+        & 1u32
+            .wrapping_shl(hi.wrapping_sub(lo).wrapping_add(1))
+            .wrapping_sub(1)
 }
 
 /// Sign-extends the low `width` bits of `x`.
 const fn sext(x: u32, width: u32) -> i64 {
-    let shift = 64 - width;
-    ((x as u64) << shift) as i64 >> shift
+    let shift = 64u32.wrapping_sub(width);
+    ((x as u64).wrapping_shl(shift) as i64).wrapping_shr(shift)
 }
 
 /// `rd`, `rs1`, `rs2` fields of a 32-bit instruction.

@@ -114,6 +114,79 @@ impl Registry {
         Ok(true)
     }
 
+    /// [`Uprobes::sync`] under the lock.
+    fn sync(&mut self, space: &mut dyn UserSpace) -> Result<(), Error> {
+        let pid = space.pid();
+        let Some(proc) = self.procs.get_mut(pid) else {
+            return Err(Error::UnknownProcess(pid));
+        };
+        let mut first_error = proc.disarm_removed(space);
+        if let Some((_, by_addr)) = self.probes.iter().find(|(p, _)| *p == proc.path) {
+            if let Some(e) = proc.arm_all(space, by_addr) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Uprobes::register`] under the lock.
+    fn register(
+        &mut self,
+        path: &str,
+        addr: usize,
+        consumer: Consumer,
+        current: Option<&mut dyn UserSpace>,
+    ) -> Result<ConsumerId, Error> {
+        let (probe, is_new) = match self.probe_for(path, addr, &consumer) {
+            Ok(found) => found,
+            Err(e) => return Err(e),
+        };
+        let wants_return = consumer.has_return() || probe.wants_return();
+        let armed = match self.arm_in_current(current, &probe, wants_return) {
+            Ok(armed) => armed,
+            Err(e) => return Err(e),
+        };
+        if !armed && is_new {
+            // Not running yet: check the instruction in the program's image, if the
+            // kernel can read it, so that a refused probe fails now and not at every exec.
+            if let Err(e) = self.check_image(path, addr) {
+                return Err(e);
+            }
+        }
+        Ok(self.add_consumer(probe, is_new, consumer))
+    }
+
+    /// The probe at (`path`, `addr`) and whether it is new; refuses a consumer that is
+    /// registered there already.
+    fn probe_for(
+        &self,
+        path: &str,
+        addr: usize,
+        consumer: &Consumer,
+    ) -> Result<(Arc<Probe>, bool), Error> {
+        match self.probes_of(path).and_then(|m| m.get(addr)) {
+            Some(probe) if probe.has_consumer(consumer) => Err(Error::AlreadyRegistered),
+            Some(probe) => Ok((probe.clone(), false)),
+            None => Ok((Probe::new_shared(path, addr), true)),
+        }
+    }
+
+    /// Records `consumer` on `probe` (entered in the tables if new); its id.
+    fn add_consumer(&mut self, probe: Arc<Probe>, is_new: bool, consumer: Consumer) -> ConsumerId {
+        let id = ConsumerId(self.next_id);
+        self.next_id += 1;
+        add_consumer(&probe, id, consumer);
+        if is_new {
+            self.add_probe(&probe);
+        }
+        // A fresh id: nothing is replaced.
+        self.consumers.insert(id.0, probe);
+        id
+    }
+
     /// Checks the instruction at `addr` in the image of `path`, when the kernel can read it.
     fn check_image(&self, path: &str, addr: usize) -> Result<(), Error> {
         if let Some(read_image) = self.image_reader {
@@ -214,16 +287,30 @@ type ReadFn<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), Fault> + 'a;
 /// when the first says there is one.
 fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
     let mut bytes = [0u8; 4];
-    read(addr, &mut bytes[..2]).map_err(Error::ReadFault)?;
-    let len =
-        decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]])).ok_or(Error::Unsupported {
-            addr,
-            why: Unsupported::Illegal,
-        })?;
-    if len == 4 {
-        read(addr.wrapping_add(2), &mut bytes[2..]).map_err(Error::ReadFault)?;
+    if let Err(fault) = read(addr, &mut bytes[..2]) {
+        return Err(Error::ReadFault(fault));
     }
-    decode::decode(&bytes[..len]).map_err(|why| Error::Unsupported { addr, why })
+    let len = decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]]));
+    if len == Some(4) {
+        if let Err(fault) = read(addr.wrapping_add(2), &mut bytes[2..]) {
+            return Err(Error::ReadFault(fault));
+        }
+    }
+    decode_or_refuse(addr, u32::from_le_bytes(bytes), len)
+}
+
+/// Decodes `raw`, an instruction of `len` bytes at `addr` (`None`: an encoding longer than
+/// 32 bits); a refusal names `addr`.
+fn decode_or_refuse(addr: usize, raw: u32, len: Option<usize>) -> Result<Insn, Error> {
+    let decoded = match len {
+        Some(2) => decode::decode_raw(raw, 2),
+        Some(4) => decode::decode_raw(raw, 4),
+        _ => Err(Unsupported::Illegal),
+    };
+    match decoded {
+        Ok(insn) => Ok(insn),
+        Err(why) => Err(Error::Unsupported { addr, why }),
+    }
 }
 
 fn write_breakpoint(space: &mut dyn UserSpace, addr: usize, len: usize) -> Result<(), Error> {
@@ -249,13 +336,15 @@ fn is_breakpoint_at(space: &mut dyn UserSpace, pc: usize) -> bool {
 }
 
 impl Process {
-    fn new(path: &str) -> Self {
-        Process {
+    /// The state of a process that has just loaded `path`, on the heap (built there in a
+    /// function of its own: the value is big for a stack frame).
+    fn boxed(path: &str) -> Box<Self> {
+        Box::new(Process {
             path: Text::new(path),
             armed: AddrMap::new(),
             xol: Xol::default(),
             threads: AddrMap::new(),
-        }
+        })
     }
 
     /// The state of thread `tid`, created on its first trap. `None` cannot happen (the
@@ -285,24 +374,42 @@ impl Process {
         Ok(())
     }
 
-    /// Arms `probe` where nothing is armed yet: reads and checks the original, takes an
-    /// XOL slot if it needs one, writes the breakpoint.
+    /// Arms `probe` where nothing is armed yet: reads and checks the original, then
+    /// [`arm_insn`](Self::arm_insn).
     fn arm_new(
         &mut self,
         space: &mut dyn UserSpace,
         probe: &Arc<Probe>,
         wants_return: bool,
     ) -> Result<(), Error> {
-        let addr = probe.addr;
-        let insn = self.read_original(space, addr)?;
+        match self.read_original(space, probe.addr) {
+            Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Arms `probe` on its original instruction `insn`: takes an XOL slot if it needs one,
+    /// writes the breakpoint, records the armed entry.
+    fn arm_insn(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probe: &Arc<Probe>,
+        insn: &Insn,
+        wants_return: bool,
+    ) -> Result<(), Error> {
         if wants_return {
-            self.xol.ensure_trampoline(space)?;
+            if let Err(e) = self.xol.ensure_trampoline(space) {
+                return Err(e);
+            }
         }
         let slot = match insn.class() {
-            Class::Xol => Some(self.take_slot(space, addr, &insn)?),
+            Class::Xol => match self.take_slot(space, probe.addr, insn) {
+                Ok(slot) => Some(slot),
+                Err(e) => return Err(e),
+            },
             Class::Simulate | Class::Emulate => None,
         };
-        if let Err(e) = write_breakpoint(space, addr, insn.len()) {
+        if let Err(e) = write_breakpoint(space, probe.addr, insn.len()) {
             if let Some(slot) = slot {
                 self.xol.free(slot);
             }
@@ -310,11 +417,11 @@ impl Process {
         }
         let armed = Armed {
             probe: probe.clone(),
-            insn,
+            insn: *insn,
             slot,
         };
         // `addr` was not armed: nothing is replaced.
-        self.armed.insert(addr, armed);
+        self.armed.insert(probe.addr, armed);
         Ok(())
     }
 
@@ -330,7 +437,25 @@ impl Process {
     }
 
     /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
+    /// (Checks, read and overlap test are siblings: each keeps its own small frame.)
     fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
+        if let Err(e) = self.check_armable(space, addr) {
+            return Err(e);
+        }
+        let insn = match read_insn(space, addr) {
+            Ok(insn) => insn,
+            Err(e) => return Err(e),
+        };
+        // A probe armed on this instruction's second half: its breakpoint is in the bytes
+        // just read, and recording them as the original would corrupt the text later.
+        if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
+            return Err(Error::Conflict(addr));
+        }
+        Ok(insn)
+    }
+
+    /// Whether a probe may go at `addr`, before reading it.
+    fn check_armable(&self, space: &mut dyn UserSpace, addr: usize) -> Result<(), Error> {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
@@ -345,13 +470,7 @@ impl Process {
         if !space.is_executable(addr) {
             return Err(Error::NotExecutable(addr));
         }
-        let insn = read_insn(space, addr)?;
-        // A probe armed on this instruction's second half: its breakpoint is in the bytes
-        // just read, and recording them as the original would corrupt the text later.
-        if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
-            return Err(Error::Conflict(addr));
-        }
-        Ok(insn)
+        Ok(())
     }
 
     /// Arms `probe` and records the outcome in its status; a new failure is logged once.
@@ -374,6 +493,21 @@ impl Process {
                 Err(e)
             }
         }
+    }
+
+    /// Arms every probe of `probes`; the first error after trying all.
+    fn arm_all(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probes: &AddrMap<Arc<Probe>>,
+    ) -> Option<Error> {
+        let mut first_error = None;
+        for (_, probe) in probes.iter() {
+            if let Err(e) = self.arm_and_record(space, probe) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error
     }
 
     /// Restores the instructions of removed probes; the first error after trying all.
@@ -480,32 +614,7 @@ impl Uprobes {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
-        let mut reg = self.registry.lock();
-        let existing = reg.probes_of(path).and_then(|m| m.get(addr)).cloned();
-        let probe = match &existing {
-            Some(probe) => {
-                if probe.consumers().iter().any(|(_, c)| c.same_as(&consumer)) {
-                    return Err(Error::AlreadyRegistered);
-                }
-                probe.clone()
-            }
-            None => Arc::new(Probe::new(path, addr)),
-        };
-        let wants_return = consumer.has_return() || probe.wants_return();
-        let armed = reg.arm_in_current(current, &probe, wants_return)?;
-        if !armed && existing.is_none() {
-            // Not running yet: check the instruction in the program's image, if the
-            // kernel can read it, so that a refused probe fails now and not at every exec.
-            reg.check_image(path, addr)?;
-        }
-        let id = ConsumerId(reg.next_id);
-        reg.next_id += 1;
-        add_consumer(&probe, id, consumer);
-        if existing.is_none() {
-            reg.add_probe(&probe);
-        }
-        reg.consumers.insert(id.0, probe);
-        Ok(id)
+        self.registry.lock().register(path, addr, consumer, current)
     }
 
     /// Removes a consumer. When it was the probe's last, the probe goes away and the original
@@ -542,19 +651,7 @@ impl Uprobes {
     /// its path that are not armed yet, restores the instructions of removed probes. Returns
     /// the first error after trying every probe.
     pub fn sync(&self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        let mut reg = self.registry.lock();
-        let reg = &mut *reg;
-        let pid = space.pid();
-        let proc = reg.procs.get_mut(pid).ok_or(Error::UnknownProcess(pid))?;
-        let mut first_error = proc.disarm_removed(space);
-        if let Some((_, by_addr)) = reg.probes.iter().find(|(p, _)| *p == proc.path) {
-            for (_, probe) in by_addr.iter() {
-                if let Err(e) = proc.arm_and_record(space, probe) {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.registry.lock().sync(space)
     }
 
     /// Call when `space`'s process has loaded a new image from `path` (in `exec`, after the
@@ -564,11 +661,13 @@ impl Uprobes {
         if space.pid() == NO_PID {
             return Err(Error::UnknownProcess(NO_PID));
         }
-        self.registry
-            .lock()
-            .procs
-            .insert(space.pid(), Box::new(Process::new(path)));
-        self.sync(space)
+        let fresh = Process::boxed(path);
+        let mut reg = self.registry.lock();
+        let old = reg.procs.insert(space.pid(), fresh);
+        let result = reg.sync(space);
+        drop(reg);
+        drop(old); // the old image's state, freed outside the lock
+        result
     }
 
     /// Call when `parent` forked `child` with a copy of its address space (breakpoints and

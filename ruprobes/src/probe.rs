@@ -166,6 +166,17 @@ impl Probe {
         }
     }
 
+    /// A new probe, shared (built in a function of its own: the value is big for a stack
+    /// frame).
+    pub fn new_shared(path: &str, addr: usize) -> Arc<Self> {
+        Arc::new(Probe::new(path, addr))
+    }
+
+    /// Whether `consumer` (the same handlers) is registered on this probe.
+    pub fn has_consumer(&self, consumer: &Consumer) -> bool {
+        self.consumers().iter().any(|(_, c)| c.same_as(consumer))
+    }
+
     pub fn status(&self) -> ProbeStatus {
         *self.status.lock()
     }

@@ -219,16 +219,23 @@ fn take_registrations(path: &str, addr: usize) -> Array<ConsumerId> {
 pub fn uprobes_init() {
     // On the heap: a path buffer on the stack would be the biggest frame of the exec path.
     let mut buf = Array::filled(PATH_MAX, 0u8);
+    match current_exec_path(&mut buf) {
+        Some(path) => exec(path),
+        None => log::warn!("ruprobes: uprobes_init: no executable path for the current process"),
+    }
+}
+
+/// The current process's executable path, read into `buf`.
+fn current_exec_path(buf: &mut [u8]) -> Option<&str> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     let len = unsafe { os_current_exec_path(buf.as_mut_ptr(), buf.len()) };
-    let Some(path) = usize::try_from(len)
-        .ok()
-        .and_then(|len| buf.get(..len))
-        .and_then(|bytes| core::str::from_utf8(bytes).ok())
-    else {
-        log::warn!("ruprobes: uprobes_init: no executable path for the current process");
-        return;
-    };
+    let bytes = buf.get(..usize::try_from(len).ok()?)?;
+    core::str::from_utf8(bytes).ok()
+}
+
+/// Arms the probes of `path` in the current process (its own function: the log line
+/// formats, which needs a big frame).
+fn exec(path: &str) {
     if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path) {
         log::warn!("ruprobes: uprobes_init {path}: {e}");
     }

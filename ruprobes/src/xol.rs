@@ -24,6 +24,15 @@ struct Page {
     owner: Array<Option<usize>>,
 }
 
+impl Page {
+    fn new(base: usize) -> Self {
+        Page {
+            base,
+            owner: Array::filled(PAGE_SIZE / SLOT_SIZE, None),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Xol {
     pages: Array<Page>,
@@ -45,25 +54,21 @@ impl Xol {
     }
 
     fn add_page(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
-        let base = space.map_xol_page().map_err(|_| Error::XolMapFailed)?;
-        if base % PAGE_SIZE != 0 {
-            return Err(Error::XolMapFailed);
-        }
-        if self.pages.is_empty() {
-            space
-                .write(base, &EBREAK.to_le_bytes())
-                .map_err(Error::WriteFault)?;
-            space.flush_icache(base, SLOT_SIZE);
-        }
-        self.pages.push(Page {
-            base,
-            owner: Array::filled(PAGE_SIZE / SLOT_SIZE, None),
-        });
+        let base = match map_page(space, self.pages.is_empty()) {
+            Ok(base) => base,
+            Err(e) => return Err(e),
+        };
+        self.pages.push(Page::new(base));
+        self.add_free_slots(base);
+        Ok(base)
+    }
+
+    /// Puts the probe slots of the page at `base` on the free list, lowest address on top.
+    fn add_free_slots(&mut self, base: usize) {
         self.free.reserve(SLOTS_PER_PAGE);
         for i in (1..PAGE_SIZE / SLOT_SIZE).rev() {
             self.free.push(base + i * SLOT_SIZE);
         }
-        Ok(base)
     }
 
     /// Makes sure a free slot exists, mapping the first page (with the trampoline) or one
@@ -117,6 +122,21 @@ impl Xol {
             .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
         page.owner.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
+}
+
+/// Maps a fresh XOL page; the first (`first`) gets the trampoline in its slot 0.
+fn map_page(space: &mut dyn UserSpace, first: bool) -> Result<usize, Error> {
+    let base = match space.map_xol_page() {
+        Ok(base) if base % PAGE_SIZE == 0 => base,
+        _ => return Err(Error::XolMapFailed),
+    };
+    if first {
+        if let Err(fault) = space.write(base, &EBREAK.to_le_bytes()) {
+            return Err(Error::WriteFault(fault));
+        }
+        space.flush_icache(base, SLOT_SIZE);
+    }
+    Ok(base)
 }
 
 /// Writes `insn` and a breakpoint into the slot at `slot`.
