@@ -119,14 +119,16 @@ impl<V> AddrMap<V> {
         }
     }
 
+    /// Doubles the table (at least [`MIN_SLOTS`]) and moves every entry into it.
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let mut slots = Array::with_capacity(size);
-        for _ in 0..size {
-            slots.push(None);
-        }
-        let mut old = core::mem::replace(&mut self.slots, slots);
+        let old = core::mem::replace(&mut self.slots, Array::with_len(size, || None));
         self.len = 0;
+        self.rehash(old);
+    }
+
+    /// Places every entry of `old` (a smaller table) in this one.
+    fn rehash(&mut self, mut old: Array<Option<(usize, V)>>) {
         // Moved one at a time through `take`: no by-value iterator of whole slots, whose
         // temporaries would fill the frame of an unoptimised build.
         for slot in old.iter_mut() {

@@ -41,7 +41,7 @@ fn layout_of(elem: Layout, cap: usize) -> Option<Layout> {
 /// nothing allocated yet), to hold `new` elements (`new > old`). Out of memory, or a size
 /// beyond `isize::MAX`, goes to `handle_alloc_error`, as with `Vec`.
 fn resize(ptr: NonNull<u8>, elem: Layout, old: usize, new: usize) -> NonNull<u8> {
-    let (Some(old_layout), Some(layout)) = (layout_of(elem, old), layout_of(elem, new)) else {
+    let Some(layout) = layout_of(elem, new) else {
         alloc::alloc::handle_alloc_error(elem);
     };
     let raw = if old == 0 {
@@ -49,9 +49,13 @@ fn resize(ptr: NonNull<u8>, elem: Layout, old: usize, new: usize) -> NonNull<u8>
         // allocate for zero-sized elements) and `new > 0`.
         unsafe { alloc::alloc::alloc(layout) }
     } else {
-        // SAFETY: `ptr` was allocated by this allocator with `old_layout`, and the new
-        // size is non-zero and fits `isize` (`layout` exists).
-        unsafe { alloc::alloc::realloc(ptr.as_ptr(), old_layout, layout.size()) }
+        // SAFETY: `ptr` was allocated by this allocator for `old` elements of `elem` (the
+        // old size is smaller than the new one, so it fits too), and the new size is
+        // non-zero and fits `isize` (`layout` exists).
+        unsafe {
+            let old_layout = Layout::from_size_align_unchecked(elem.size() * old, elem.align());
+            alloc::alloc::realloc(ptr.as_ptr(), old_layout, layout.size())
+        }
     };
     match NonNull::new(raw) {
         Some(p) => p,
@@ -91,7 +95,19 @@ impl<T> Array<T> {
     pub fn with_capacity(cap: usize) -> Self {
         let mut array = Self::new();
         if cap > array.cap {
-            array.grow_to(cap);
+            array.ptr = resize(array.ptr.cast(), Self::ELEM, 0, cap).cast();
+            array.cap = cap;
+        }
+        array
+    }
+
+    /// An array of `len` elements made by `make`.
+    pub fn with_len(len: usize, mut make: impl FnMut() -> T) -> Self {
+        let mut array = Self::with_capacity(len);
+        while array.len < len {
+            // SAFETY: `len <= cap`: the slot is allocated (or `T` is zero-sized) and unused.
+            unsafe { array.ptr.as_ptr().add(array.len).write(make()) };
+            array.len += 1;
         }
         array
     }
@@ -101,13 +117,37 @@ impl<T> Array<T> {
     where
         T: Clone,
     {
-        let mut array = Self::with_capacity(len);
-        while array.len < len {
-            // SAFETY: `len <= cap`: the slot is allocated (or `T` is zero-sized) and unused.
-            unsafe { array.ptr.as_ptr().add(array.len).write(value.clone()) };
-            array.len += 1;
+        Self::with_len(len, || value.clone())
+    }
+
+    // `len`, `get` and `get_mut` are inherent, not the slice's through `Deref`: in
+    // unoptimised builds that path adds `slice::from_raw_parts` and its precondition
+    // check (about 300 bytes of stack) to every lookup.
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        if index < self.len {
+            // SAFETY: `index < len`: the element is initialised; `&self` keeps it alive.
+            Some(unsafe { &*self.ptr.as_ptr().wrapping_add(index) })
+        } else {
+            None
         }
-        array
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        if index < self.len {
+            // SAFETY: as in `get`, and `&mut self` makes the access unique.
+            Some(unsafe { &mut *self.ptr.as_ptr().wrapping_add(index) })
+        } else {
+            None
+        }
     }
 
     /// Makes room for `additional` more elements without reallocating.
@@ -126,10 +166,16 @@ impl<T> Array<T> {
         self.cap = cap;
     }
 
+    /// Makes room for one more element (out of line: `push` stays small).
+    #[cold]
+    fn grow_one(&mut self) {
+        self.grow_to(self.len + 1);
+    }
+
     /// Appends `value`; allocates only when the array is full.
     pub fn push(&mut self, value: T) {
         if self.len == self.cap {
-            self.grow_to(self.len + 1);
+            self.grow_one();
         }
         // SAFETY: `len < cap`: the slot is allocated (or `T` is zero-sized) and unused.
         unsafe { self.ptr.as_ptr().add(self.len).write(value) };
