@@ -93,14 +93,16 @@ impl Config {
 /// profile. Both keep debug assertions and overflow checks on.
 const DEBUG_OPT_LEVELS: [u8; 1] = [1];
 
-const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N]";
+const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N] [--top N]";
 
 /// Runs the check. `--report`: print everything but do not fail (to measure code that is
 /// known to be over budget); `--debug-opt-level N`: check only the debug build at
-/// opt-level N (with and without `seed`), to measure one case quickly.
+/// opt-level N (with and without `seed`), to measure one case quickly; `--top N`: list the
+/// N largest frames of each build (default 5).
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut report_only = false;
     let mut only_level = None;
+    let mut top = 5;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -112,6 +114,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         .filter(|n| *n <= 3)
                         .ok_or(format!("--debug-opt-level needs 0..=3 ({USAGE})"))?,
                 );
+            }
+            "--top" => {
+                top = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or(format!("--top needs a number ({USAGE})"))?;
             }
             other => return Err(format!("unexpected argument `{other}` ({USAGE})")),
         }
@@ -138,7 +146,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let mut inputs = rlibs;
             inputs.extend(sysroot_libs.iter().cloned());
             let program = Program::load(&inputs)?;
-            failures.extend(report(&program, &config));
+            failures.extend(report(&program, &config, top));
         }
     }
     println!(
@@ -251,14 +259,14 @@ fn build(root: &Path, target_dir: &Path, config: &Config) -> Result<Vec<(PathBuf
 }
 
 /// Prints the report of one build; returns its budget violations.
-fn report(program: &Program, config: &Config) -> Vec<String> {
+fn report(program: &Program, config: &Config, top: usize) -> Vec<String> {
     let label = config.label();
     let mut failures = Vec::new();
     println!("\nstack-check: {label}");
     let mut core: Vec<&Func> = program.funcs.iter().filter(|f| f.is_core).collect();
     core.sort_by(|a, b| b.frame.cmp(&a.frame).then(a.name.cmp(&b.name)));
     println!("  {} functions in the core; largest frames:", core.len());
-    for f in core.iter().take(5) {
+    for f in core.iter().take(top) {
         println!("  {:>7}  {}", f.frame, short(&f.name));
     }
     for f in &core {
