@@ -122,8 +122,8 @@ enum Target {
         /// Program output after its last newline, held back (text) so that events do not
         /// split its lines.
         partial: Vec<u8>,
-        /// The line being written, reused from event to event.
-        line: Vec<u8>,
+        /// Where event lines are built, reused from event to event.
+        lines: Box<lines::Lines>,
     },
 }
 
@@ -210,7 +210,7 @@ impl TraceSink {
             format,
             inline_output,
             partial: Vec::new(),
-            line: Vec::new(),
+            lines: Box::new(lines::Lines::new()),
         };
         inner.filter = filter;
         self.shared.quiet.store(filter.quiet, Ordering::Relaxed);
@@ -261,17 +261,13 @@ impl TraceSink {
         match target {
             Target::Collect(events) => events.push(event),
             Target::Stream {
-                out, format, line, ..
+                out, format, lines, ..
             } => {
-                line.clear();
                 let written = match format {
-                    Format::Text => {
-                        lines::text(line, &event, fetched);
-                        Ok(())
-                    }
-                    Format::Json => lines::json(line, &event, fetched),
+                    Format::Text => Ok(lines.text(&event, fetched)),
+                    Format::Json => lines.json(&event, fetched),
                 }
-                .and_then(|()| out.write_all(line));
+                .and_then(|line| out.write_all(line));
                 if written.is_err() {
                     *closed = true;
                 }

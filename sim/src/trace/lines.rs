@@ -3,7 +3,7 @@
 //! With a probe on every instruction, writing the events is most of a traced run's cost, and
 //! most of that was `core::fmt` (a formatter per field, padding logic, a virtual call per
 //! fragment). The three events of hits (hit, post, return) are therefore written here by
-//! hand, digit by digit, and the line goes to the writer in one piece; every other event,
+//! hand, on the stack, and the line goes to the writer in one piece; every other event,
 //! and every fetched value but plain numbers, takes the formatting path of the shared event
 //! crate. The bytes are those of [`Display`](std::fmt::Display) and serde, which the tests
 //! below check.
@@ -15,143 +15,245 @@ use ruprobes_trace::Event;
 
 use super::{Loc, TraceEvent, Value};
 
-/// Appends the text line of `event` and its fetched values, newline included.
-pub(super) fn text(line: &mut Vec<u8>, event: &TraceEvent, fetched: &[(Arc<str>, Value)]) {
-    match event {
-        Event::Hit { pid, tid, at, args } => {
-            who(line, *pid, *tid);
-            line.extend_from_slice(b" hit ");
-            location(line, at);
-            line.extend_from_slice(b" pc=");
-            hex(line, at.addr);
-            line.extend_from_slice(b" a0=");
-            hex(line, args[0]);
-            line.extend_from_slice(b" a1=");
-            hex(line, args[1]);
-        }
-        Event::Post { pid, tid, at, next } => {
-            who(line, *pid, *tid);
-            line.extend_from_slice(b" post ");
-            location(line, at);
-            line.extend_from_slice(b" next=");
-            hex(line, *next);
-        }
-        Event::Return {
-            pid,
-            tid,
-            func,
-            value,
-        } => {
-            who(line, *pid, *tid);
-            line.extend_from_slice(b" ret ");
-            location(line, func);
-            line.extend_from_slice(b" a0=");
-            hex(line, *value);
-        }
-        // Writing into a Vec cannot fail.
-        other => drop(write!(line, "{other}")),
-    }
-    for (label, value) in fetched {
-        line.push(b' ');
-        line.extend_from_slice(label.as_bytes());
-        line.push(b'=');
-        match value {
-            Value::Unsigned(v) => decimal(line, *v),
-            Value::Hex(v) => hex(line, *v),
-            other => drop(write!(line, "{other}")),
-        }
-    }
-    line.push(b'\n');
+/// Where lines are built, kept from event to event.
+pub(super) struct Lines {
+    /// The line of a hit, post or return event without fetched values: built in place,
+    /// never cleared (only its first `len` bytes are the line).
+    scratch: Buf,
+    /// Any other line.
+    spill: Vec<u8>,
 }
 
-/// Appends the JSON line of `event` (the serde form of [`Event`], with a `fetch` object
-/// when values were fetched), newline included.
-pub(super) fn json(
-    line: &mut Vec<u8>,
-    event: &TraceEvent,
-    fetched: &[(Arc<str>, Value)],
-) -> io::Result<()> {
-    if fetched.is_empty() {
-        serde_json::to_writer(&mut *line, event)?;
-    } else {
-        let mut object = serde_json::to_value(event)?;
-        let values: serde_json::Map<String, serde_json::Value> = fetched
-            .iter()
-            .map(|(label, value)| {
-                let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-                (label.to_string(), v)
-            })
-            .collect();
-        object["fetch"] = serde_json::Value::Object(values);
-        serde_json::to_writer(&mut *line, &object)?;
+impl Lines {
+    pub(super) fn new() -> Self {
+        Lines {
+            scratch: Buf {
+                bytes: [0; Buf::SIZE],
+                len: 0,
+            },
+            spill: Vec::new(),
+        }
     }
-    line.push(b'\n');
-    Ok(())
-}
 
-/// `pid P`, or `pid P tid T` for a thread other than the process's first.
-fn who(line: &mut Vec<u8>, pid: u64, tid: u64) {
-    line.extend_from_slice(b"pid ");
-    decimal(line, pid);
-    if tid != pid {
-        line.extend_from_slice(b" tid ");
-        decimal(line, tid);
+    /// The text line of `event` and its fetched values, newline included.
+    pub(super) fn text(&mut self, event: &TraceEvent, fetched: &[(Arc<str>, Value)]) -> &[u8] {
+        let buf = &mut self.scratch;
+        buf.len = 0;
+        let fast = buf.event(event);
+        if fast && fetched.is_empty() {
+            buf.put(b"\n");
+            return buf.line();
+        }
+        let line = &mut self.spill;
+        line.clear();
+        if fast {
+            line.extend_from_slice(buf.line());
+        } else {
+            // Writing into a Vec cannot fail.
+            drop(write!(line, "{event}"));
+        }
+        for (label, value) in fetched {
+            line.push(b' ');
+            line.extend_from_slice(label.as_bytes());
+            line.push(b'=');
+            buf.len = 0;
+            match value {
+                Value::Unsigned(v) => buf.decimal(*v),
+                Value::Hex(v) => buf.hex(*v),
+                other => drop(write!(line, "{other}")),
+            }
+            line.extend_from_slice(buf.line());
+        }
+        line.push(b'\n');
+        line
+    }
+
+    /// The JSON line of `event` (the serde form of [`Event`], with a `fetch` object when
+    /// values were fetched), newline included.
+    pub(super) fn json(
+        &mut self,
+        event: &TraceEvent,
+        fetched: &[(Arc<str>, Value)],
+    ) -> io::Result<&[u8]> {
+        let line = &mut self.spill;
+        line.clear();
+        if fetched.is_empty() {
+            serde_json::to_writer(&mut *line, event)?;
+        } else {
+            let mut object = serde_json::to_value(event)?;
+            let values: serde_json::Map<String, serde_json::Value> = fetched
+                .iter()
+                .map(|(label, value)| {
+                    let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+                    (label.to_string(), v)
+                })
+                .collect();
+            object["fetch"] = serde_json::Value::Object(values);
+            serde_json::to_writer(&mut *line, &object)?;
+        }
+        line.push(b'\n');
+        Ok(line)
     }
 }
 
-/// `name`, `name+0xOFF`, or `0xADDR` without a symbol.
-fn location(line: &mut Vec<u8>, at: &Loc) {
-    match &at.symbol {
-        Some((name, off)) => {
-            line.extend_from_slice(name.as_bytes());
-            if *off != 0 {
-                line.push(b'+');
-                hex(line, *off);
+/// A line built on the stack side of the writer: fixed-size copies instead of a capacity
+/// check and a copy call per piece.
+struct Buf {
+    bytes: [u8; Buf::SIZE],
+    len: usize,
+}
+
+impl Buf {
+    const SIZE: usize = 256;
+    /// Room for a hit, post or return line but its symbol name: `pid P tid T hit `,
+    /// `+0xOFF`, three ` NAME=0xVALUE` and the newline come to at most 140 bytes, and
+    /// [`hex`](Self::hex) writes up to 7 bytes past its digits.
+    const FIXED: usize = 176;
+
+    fn line(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Writes a hit, post or return event; `false` (nothing written) for other events and
+    /// for symbol names too long for the buffer.
+    fn event(&mut self, event: &TraceEvent) -> bool {
+        match event {
+            Event::Hit { pid, tid, at, args } if Self::fits(at) => {
+                self.who(*pid, *tid);
+                self.put(b" hit ");
+                self.location(at);
+                self.put(b" pc=");
+                self.hex(at.addr);
+                self.put(b" a0=");
+                self.hex(args[0]);
+                self.put(b" a1=");
+                self.hex(args[1]);
+            }
+            Event::Post { pid, tid, at, next } if Self::fits(at) => {
+                self.who(*pid, *tid);
+                self.put(b" post ");
+                self.location(at);
+                self.put(b" next=");
+                self.hex(*next);
+            }
+            Event::Return {
+                pid,
+                tid,
+                func,
+                value,
+            } if Self::fits(func) => {
+                self.who(*pid, *tid);
+                self.put(b" ret ");
+                self.location(func);
+                self.put(b" a0=");
+                self.hex(*value);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether an event at `at` fits (symbol names are not bounded).
+    fn fits(at: &Loc) -> bool {
+        at.symbol.as_ref().map_or(0, |(name, _)| name.len()) + Self::FIXED <= Self::SIZE
+    }
+
+    fn put(&mut self, s: &[u8]) {
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+
+    /// `pid P`, or `pid P tid T` for a thread other than the process's first.
+    fn who(&mut self, pid: u64, tid: u64) {
+        self.put(b"pid ");
+        self.decimal(pid);
+        if tid != pid {
+            self.put(b" tid ");
+            self.decimal(tid);
+        }
+    }
+
+    /// `name`, `name+0xOFF`, or `0xADDR` without a symbol.
+    fn location(&mut self, at: &Loc) {
+        match &at.symbol {
+            Some((name, off)) => {
+                self.put(name.as_bytes());
+                if *off != 0 {
+                    self.put(b"+");
+                    self.hex(*off);
+                }
+            }
+            None => self.hex(at.addr),
+        }
+    }
+
+    /// `{v:#x}`: 8 digits at a time (each nibble spread into a byte, then made ASCII),
+    /// shifted so that the significant ones come first, written as 8-byte blocks.
+    fn hex(&mut self, v: u64) {
+        let digits = (16 - v.leading_zeros() as usize / 4).max(1);
+        self.put(b"0x");
+        let at = self.len;
+        let low = ascii_nibbles(v as u32);
+        if digits <= 8 {
+            let block = (low << (8 * (8 - digits))).to_be_bytes();
+            self.bytes[at..at + 8].copy_from_slice(&block);
+        } else {
+            let high = ascii_nibbles((v >> 32) as u32) << (8 * (16 - digits));
+            self.bytes[at..at + 8].copy_from_slice(&high.to_be_bytes());
+            let at = at + digits - 8;
+            self.bytes[at..at + 8].copy_from_slice(&low.to_be_bytes());
+        }
+        self.len += digits;
+    }
+
+    /// `{v}`.
+    fn decimal(&mut self, v: u64) {
+        if v < 10 {
+            return self.put(&[b'0' + v as u8]);
+        }
+        let mut digits = [0u8; 20];
+        let (mut v, mut i) = (v, digits.len());
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
             }
         }
-        None => hex(line, at.addr),
+        self.put(&digits[i..]);
     }
 }
 
-/// `{v:#x}`.
-fn hex(line: &mut Vec<u8>, v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 16];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    line.extend_from_slice(b"0x");
-    line.extend_from_slice(&buf[i..]);
-}
-
-/// `{v}`.
-fn decimal(line: &mut Vec<u8>, v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    line.extend_from_slice(&buf[i..]);
+/// The 8 hex digits of `x` as ASCII bytes, the most significant in the highest byte.
+fn ascii_nibbles(x: u32) -> u64 {
+    let mut n = u64::from(x);
+    n = (n | (n << 16)) & 0x0000_ffff_0000_ffff;
+    n = (n | (n << 8)) & 0x00ff_00ff_00ff_00ff;
+    n = (n | (n << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // Byte i holds nibble i; 10..15 need 'a' - '0' - 10 = 39 more than 0..9.
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    n + 0x3030_3030_3030_3030 + letters * 39
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NUMBERS: [u64; 9] = [0, 1, 9, 10, 0xf, 0x10, 0x10074, u64::MAX - 1, u64::MAX];
+    const NUMBERS: [u64; 12] = [
+        0,
+        1,
+        9,
+        10,
+        0xf,
+        0x10,
+        0x10074,
+        0x3fff_ffe0,
+        0x0123_4567_89ab_cdef,
+        0xfedc_ba98_7654_3210,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
 
     fn locations() -> Vec<Loc> {
         let mut out = vec![];
@@ -166,6 +268,11 @@ mod tests {
             out.push(Loc {
                 addr,
                 symbol: Some((Arc::from("_ZN2rt3Rng5below17h291815577419b326E"), 4)),
+            });
+            // Too long for the line on the stack: the Display path.
+            out.push(Loc {
+                addr,
+                symbol: Some((Arc::from("x".repeat(Buf::SIZE).as_str()), addr)),
             });
         }
         out
@@ -235,9 +342,12 @@ mod tests {
                     expected.push_str(&format!(" {label}={value}"));
                 }
                 expected.push('\n');
-                let mut line = Vec::new();
-                text(&mut line, &event, values);
-                assert_eq!(String::from_utf8_lossy(&line), expected);
+                let mut lines = Lines::new();
+                let line = lines.text(&event, values);
+                assert_eq!(String::from_utf8_lossy(line), expected);
+                // Again on the same buffers: nothing of the previous line is left.
+                let again = lines.text(&event, values).to_vec();
+                assert_eq!(String::from_utf8_lossy(&again), expected);
             }
         }
     }
@@ -245,8 +355,11 @@ mod tests {
     #[test]
     fn json_lines_are_the_serde_form() {
         for event in events() {
-            let mut line = Vec::new();
-            assert!(json(&mut line, &event, &[]).is_ok());
+            let mut lines = Lines::new();
+            let line = lines
+                .json(&event, &[])
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
             let expected = serde_json::to_string(&event).unwrap_or_default() + "\n";
             assert_eq!(String::from_utf8_lossy(&line), expected);
         }
