@@ -657,11 +657,35 @@ fn stripped_programs_take_addresses_only() {
     let elf = std::fs::read(fixture("fib")).unwrap_or_default();
     let _ = std::fs::write(&stripped, strip_symtab(&elf));
     let path = stripped.display().to_string();
+    for spec in [
+        "uprobe:fib",
+        "uprobe:*+*",
+        "uretprobe:*",
+        "uprobe:fib*",
+        "uprobe:main+8",
+    ] {
+        assert_error(
+            &sim(&["trace", &path, "-p", spec]),
+            1,
+            &format!("probe '{spec}': the program has no symbol table (stripped): use an address"),
+        );
+    }
     assert_error(
-        &sim(&["trace", &path, "-p", "uprobe:fib"]),
+        &sim(&["trace", &path, "-l", "uprobe:fib"]),
         1,
         "no symbol table (stripped)",
     );
+    // Addresses and ranges work, for return probes too.
+    let o = sim(&["trace", &path, "-p", "uretprobe:0x10014"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("pid 1 ret 0x10014 a0=0x37\n"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sim(&["trace", &path, "-q", "-p", "uprobe:0x10014-0x10020"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0x10016"), "{}", stdout(&o));
     let o = sim(&["trace", &path, "-p", "uprobe:0x10014"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
@@ -759,4 +783,156 @@ fn a_teaching_program_reads_stdin_from_a_pipe() {
     assert!(text.lines().any(|l| l == "ls"), "{text}");
     assert!(text.contains("hit main"), "{text}");
     assert!(text.contains("syscall read"), "{text}");
+}
+
+/// `elf` with the type of its symbol `name` set to `ty` (STT_NOTYPE 0, STT_OBJECT 1), as
+/// an assembler leaves a label or a data object placed inside `.text`.
+fn retype_symbol(elf: &[u8], name: &str, ty: u8) -> Vec<u8> {
+    let word = |at: usize, n: usize| {
+        (0..n)
+            .rev()
+            .fold(0u64, |v, i| (v << 8) | u64::from(elf[at + i])) as usize
+    };
+    let (shoff, shentsize, shnum) = (word(0x28, 8), word(0x3a, 2), word(0x3c, 2));
+    let header = |i: usize| shoff + i * shentsize;
+    let mut out = elf.to_vec();
+    let mut found = 0;
+    for i in (0..shnum).filter(|&i| word(header(i) + 4, 4) == 2) {
+        let (off, size) = (word(header(i) + 0x18, 8), word(header(i) + 0x20, 8));
+        let strtab = word(header(word(header(i) + 0x28, 4)) + 0x18, 8);
+        for sym in (off..off + size).step_by(24) {
+            let start = strtab + word(sym, 4);
+            let end = start + elf[start..].iter().position(|&b| b == 0).unwrap_or(0);
+            if &elf[start..end] == name.as_bytes() {
+                out[sym + 4] = (elf[sym + 4] & 0xf0) | ty;
+                found += 1;
+            }
+        }
+    }
+    assert_eq!(found, 1, "one symbol {name}");
+    out
+}
+
+#[test]
+fn labels_and_data_in_the_text_are_refused_unless_given_as_an_address() {
+    let dir = std::env::temp_dir().join(format!("ruprobes-retype-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let elf = std::fs::read(fixture("fib")).unwrap_or_default();
+    for (ty, what) in [
+        (0, "a label (STT_NOTYPE)"),
+        (1, "a data object (STT_OBJECT)"),
+    ] {
+        let path = dir.join(format!("fib{ty}.elf"));
+        let _ = std::fs::write(&path, retype_symbol(&elf, "fib", ty));
+        let path = path.display().to_string();
+        for spec in ["uprobe:fib", "uretprobe:fib", "uprobe:fib+*"] {
+            let message = format!(
+                "probe '{spec}': 'fib' is {what}, not a function (probe it by address: 0x10014)"
+            );
+            assert_error(&sim(&["trace", &path, "-p", spec]), 1, &message);
+            assert_error(&sim(&["trace", &path, "-l", spec]), 1, &message);
+        }
+        // The address still works, and wildcards pass over it.
+        let o = sim(&["trace", &path, "-p", "uprobe:0x10014"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(" hit ") && stdout(&o).contains("pc=0x10014 a0=0xa"),
+            "{}",
+            stdout(&o)
+        );
+        let o = sim(&["trace", &path, "-l", "uretprobe:*"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(!stdout(&o).contains("0x10014"), "{}", stdout(&o));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_return_probe_on_every_function_probes_a_shared_address_once() {
+    // fib.elf has two function symbols at 0x1064c (core's Display of u64 and of usize).
+    let fib = fixture("fib");
+    let shared = "0x1064c";
+    let o = sim(&["trace", &fib, "-l", "uretprobe:*"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let listed = stdout(&o);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(shared)).count(),
+        1,
+        "{listed}"
+    );
+    let o = sim(&["trace", &fib, "-q", "-p", "uretprobe:*"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = stdout(&o);
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("uretprobe:* ") && l.contains(shared))
+        .collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    let o = sim(&["trace", &fib, "-q", "--json", "-p", "uretprobe:*"]);
+    let out = stdout(&o);
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_default();
+    let probes = summary["probes"].as_array().cloned().unwrap_or_default();
+    assert!(probes.len() > 10, "{out}");
+    let mut addrs: Vec<u64> = probes.iter().filter_map(|p| p["addr"].as_u64()).collect();
+    assert_eq!(addrs.len(), probes.len());
+    addrs.sort_unstable();
+    addrs.dedup();
+    assert_eq!(addrs.len(), probes.len(), "one probe per address: {out}");
+    assert!(addrs.contains(&0x1064c));
+}
+
+#[test]
+fn every_option_refuses_a_bad_value_with_one_error_line() {
+    let fib = fixture("fib");
+    let hello = fixture("hello");
+    let trace = |extra: &[&str]| {
+        let mut args = vec!["trace", fib.as_str(), "-p", "uprobe:fib"];
+        args.extend_from_slice(extra);
+        sim(&args)
+    };
+    assert_error(&trace(&["--tid", "x"]), 2, "--tid");
+    assert_error(&trace(&["--max-events", "x"]), 2, "--max-events");
+    assert_error(&trace(&["--max-events", "-1"]), 2, "-1");
+    assert_error(&trace(&["--max-insns", "x"]), 2, "--max-insns");
+    assert_error(&trace(&["--lhist", "0,10,0"]), 2, "STEP > 0");
+    assert_error(&trace(&["--lhist", "1,2"]), 2, "expected MIN,MAX,STEP");
+    assert_error(
+        &trace(&["--hist", "--lhist", "0,10,1"]),
+        2,
+        "cannot be used with",
+    );
+    assert_error(&trace(&["-p"]), 2, "a value is required");
+    assert_error(&trace(&["--output"]), 2, "a value is required");
+    assert_error(&trace(&["--env", "NOEQUALS"]), 2, "KEY=VALUE");
+    assert_error(&trace(&["--personality", "dos"]), 2, "dos");
+    assert_error(&trace(&["--root", "no/such/dir"]), 1, "not a directory");
+    assert_error(
+        &sim(&["trace", &fib, "-l", "kprobe:fib"]),
+        2,
+        "bad probe spec 'kprobe:fib'",
+    );
+    assert_error(&sim(&["run", &fib, "--max-insns", "x"]), 2, "--max-insns");
+    assert_error(&sim(&["run", &hello, "--personality", "dos"]), 2, "dos");
+    assert_error(&sim(&["run", &hello, "--env", "NOEQUALS"]), 2, "KEY=VALUE");
+    assert_error(
+        &sim(&["run", &hello, "--root", "no/such/dir"]),
+        1,
+        "not a directory",
+    );
+    // A bad line in a specs file is a bad spec, named.
+    let specs = std::env::temp_dir().join(format!("ruprobes-specs-{}.txt", std::process::id()));
+    let _ = std::fs::write(&specs, "uprobe:fib\nbogus:spec\n");
+    assert_error(
+        &sim(&["trace", &fib, "--probes-from", &specs.display().to_string()]),
+        2,
+        "bad probe spec 'bogus:spec'",
+    );
+    let _ = std::fs::remove_file(&specs);
+    // --list --json is one JSON document of the sites.
+    let o = sim(&["trace", &fib, "-l", "uprobe:fib", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+    assert_eq!(doc["sites"][0]["addr"], 0x10014, "{}", stdout(&o));
+    assert_eq!(doc["sites"][0]["location"], "fib");
 }
