@@ -411,7 +411,7 @@ impl Process {
         };
         if let Err(e) = write_breakpoint(space, probe.addr, insn.len()) {
             if let Some(slot) = slot {
-                self.xol.free(slot);
+                self.xol.release(slot);
             }
             return Err(e);
         }
@@ -543,16 +543,18 @@ impl Process {
             .map_err(Error::WriteFault)?;
         space.flush_icache(addr, len);
         if let Some(slot) = armed.slot {
-            if !self
-                .threads
-                .iter()
-                .any(|(_, t)| t.stepping.as_ref().is_some_and(|s| s.slot == slot))
-            {
-                self.xol.free(slot);
-            }
+            // Threads about to step or stepping there keep the slot until they are done.
+            self.xol.release(slot);
         }
         self.armed.remove(addr);
         Ok(())
+    }
+
+    /// Thread `tid` is done with the slot it was to step in, if any.
+    fn end_step(&mut self, tid: Tid) {
+        if let Some(step) = self.threads.get_mut(tid).and_then(|t| t.stepping.take()) {
+            self.xol.unpin(step.slot);
+        }
     }
 }
 
@@ -681,6 +683,7 @@ impl Uprobes {
         let mut state = parent_state.clone();
         let returns = state.threads.remove(parent_tid).map(|t| t.returns);
         state.threads = AddrMap::new();
+        state.xol.forget_steppers();
         if let Some(returns) = returns {
             state.threads.insert(
                 child_tid,
@@ -701,6 +704,7 @@ impl Uprobes {
     /// Call when one thread of a process exits: drops its pending returns.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
         if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
+            proc.end_step(tid);
             proc.threads.remove(tid);
         }
     }
@@ -749,6 +753,7 @@ impl Uprobes {
         match thread.stepping.take() {
             Some(step) if step.slot == regs.pc() => {
                 regs.set_pc(step.probe.addr);
+                proc.xol.unpin(step.slot);
                 true
             }
             other => {
@@ -788,6 +793,11 @@ impl Uprobes {
                 };
             }
             let armed = armed.clone();
+            // The handlers run unlocked, and the probe may go meanwhile: its slot must
+            // stay this instruction's until the thread is done with it.
+            if let Some(slot) = step_slot(&armed) {
+                proc.xol.pin(slot);
+            }
             drop(reg);
             return self.probe_hit(space, regs, armed);
         }
@@ -799,19 +809,24 @@ impl Uprobes {
             .threads
             .get_mut(space.tid())
             .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
-        drop(reg);
         if let Some(step) = step {
+            proc.xol.unpin(step.slot);
+            drop(reg);
             finish_step(space, regs, &step);
             return Trap::Handled;
         }
-        // A probe removed between the trap and the lock leaves the original instruction
-        // behind: run it again. Any other breakpoint (the program's own, a jump into a
-        // slot) is not ours.
-        if is_breakpoint_at(space, pc) {
-            Trap::NotOurs
-        } else {
+        // No probe here (any more): a probe removed between the trap and the lock left
+        // the original instruction behind (or this hart ran a stale copy of the
+        // breakpoint): run it again. Any other breakpoint (the program's own, a jump into
+        // a slot) is not ours. Decided under the lock, which every write of a breakpoint
+        // holds: a probe armed here again just now must not pass for the program's own.
+        let restart = !is_breakpoint_at(space, pc);
+        drop(reg);
+        if restart {
             space.flush_icache(pc, 4);
             Trap::Handled
+        } else {
+            Trap::NotOurs
         }
     }
 
@@ -823,7 +838,13 @@ impl Uprobes {
         armed.probe.count_hit();
         run_entry_handlers(&consumers, regs, &hit, false);
         if regs.pc() != addr {
-            return Trap::Handled; // a handler redirected the thread: skip the instruction
+            // A handler redirected the thread: skip the instruction, and its slot.
+            if let Some(slot) = step_slot(&armed) {
+                if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
+                    proc.xol.unpin(slot);
+                }
+            }
+            return Trap::Handled;
         }
         let wants_return = consumers.iter().any(|(_, c)| c.has_return());
         if wants_return || armed.insn.class() == Class::Xol {
@@ -842,7 +863,8 @@ impl Uprobes {
     }
 
     /// Under the lock: records the return (for return probes) and starts the out-of-line
-    /// step (for XOL instructions; then `true`). `Err(NotOurs)` if the process is gone.
+    /// step (for XOL instructions, in the slot pinned at the hit; then `true`).
+    /// `Err(NotOurs)` if the process is gone.
     fn prepare_step(
         &self,
         pid: Pid,
@@ -862,12 +884,15 @@ impl Uprobes {
         if wants_return {
             hijack_return(thread, regs, &armed.probe, trampoline);
         }
-        if let (Class::Xol, Some(slot)) = (armed.insn.class(), armed.slot) {
-            thread.stepping = Some(Step {
+        if let Some(slot) = step_slot(armed) {
+            let stale = thread.stepping.replace(Step {
                 probe: armed.probe.clone(),
                 slot,
                 len: armed.insn.len(),
             });
+            if let Some(stale) = stale {
+                proc.xol.unpin(stale.slot); // a step the kernel never finished
+            }
             regs.set_pc(slot);
             return Ok(true);
         }
@@ -926,6 +951,11 @@ impl Uprobes {
             None => Trap::NotOurs, // a jump to the trampoline with no pending return
         }
     }
+}
+
+/// The slot a hit on `armed` steps in, if its instruction runs out of line.
+fn step_slot(armed: &Armed) -> Option<usize> {
+    armed.slot.filter(|_| armed.insn.class() == Class::Xol)
 }
 
 /// The breakpoint after an instruction stepped out of line: back to the probed code, then

@@ -3,6 +3,11 @@
 //! Slot 0 of the first page is the return trampoline (a breakpoint). Every other slot holds
 //! one probed instruction followed by a breakpoint; the slot is written once when the probe
 //! is armed, so any number of threads can step through it at the same time.
+//!
+//! A slot is reused only when nothing refers to it: neither its armed probe nor a thread
+//! that hit the probe and is about to step, or is stepping, there (as Linux keeps a uprobe
+//! alive by reference while a thread uses it). Removing the probe meanwhile only retires
+//! the slot; the last such thread frees it.
 
 use crate::array::Array;
 use crate::decode::{Insn, EBREAK};
@@ -16,19 +21,28 @@ pub const PAGE_SIZE: usize = 4096;
 /// Probe slots per page (slot 0 is reserved: the trampoline on the first page).
 pub const SLOTS_PER_PAGE: usize = PAGE_SIZE / SLOT_SIZE - 1;
 
+/// Who refers to one slot.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The address of the armed probe that steps here; `None` once disarmed (or free).
+    owner: Option<usize>,
+    /// Threads that hit the probe and will step, or are stepping, here.
+    steppers: u32,
+}
+
 #[derive(Clone)]
 struct Page {
     base: usize,
-    /// The probe address each slot steps for; `None` when free. Built on the heap: as an
-    /// array value it would be a 4 KiB temporary on the kernel stack.
-    owner: Array<Option<usize>>,
+    /// Its slots. Built on the heap: as an array value it would be a 4 KiB temporary on the
+    /// kernel stack.
+    slots: Array<Slot>,
 }
 
 impl Page {
     fn new(base: usize) -> Self {
         Page {
             base,
-            owner: Array::filled(PAGE_SIZE / SLOT_SIZE, None),
+            slots: Array::filled(PAGE_SIZE / SLOT_SIZE, Slot::default()),
         }
     }
 }
@@ -99,28 +113,69 @@ impl Xol {
             self.free.push(slot);
             return Err(e);
         }
-        if let Some(entry) = self.owner_mut(slot) {
-            *entry = Some(owner);
+        if let Some(entry) = self.slot_mut(slot) {
+            *entry = Slot {
+                owner: Some(owner),
+                steppers: 0,
+            };
         }
         Ok(slot)
     }
 
-    /// Returns a slot to the free list. The bytes stay: a thread still stepping there
-    /// finishes first, because callers free only slots no thread is stepping in.
-    pub fn free(&mut self, slot: usize) {
-        if let Some(entry) = self.owner_mut(slot) {
-            if entry.take().is_some() {
+    /// The armed probe of `slot` is gone: the slot is free once no thread is left to step
+    /// in it. The bytes stay until it is taken again.
+    pub fn release(&mut self, slot: usize) {
+        if let Some(entry) = self.slot_mut(slot) {
+            if entry.owner.take().is_some() && entry.steppers == 0 {
                 self.free.push(slot);
             }
         }
     }
 
-    fn owner_mut(&mut self, slot: usize) -> Option<&mut Option<usize>> {
+    /// A thread will step in `slot` (it hit the slot's probe): the slot stays until
+    /// [`unpin`](Self::unpin).
+    pub fn pin(&mut self, slot: usize) {
+        if let Some(entry) = self.slot_mut(slot) {
+            entry.steppers = entry.steppers.saturating_add(1);
+        }
+    }
+
+    /// A thread is done with `slot` (stepped, faulted, exited, or skipped the step); the
+    /// last one frees a slot whose probe is gone.
+    pub fn unpin(&mut self, slot: usize) {
+        if let Some(entry) = self.slot_mut(slot) {
+            if entry.steppers == 0 {
+                return;
+            }
+            entry.steppers -= 1;
+            if entry.steppers == 0 && entry.owner.is_none() {
+                self.free.push(slot);
+            }
+        }
+    }
+
+    /// For a fork child, which has none of the parent's threads: no slot is pinned, and
+    /// those only pinned are free.
+    pub fn forget_steppers(&mut self) {
+        let Xol { pages, free } = self;
+        for page in pages.iter_mut() {
+            for (i, entry) in page.slots.iter_mut().enumerate() {
+                if entry.steppers != 0 {
+                    entry.steppers = 0;
+                    if entry.owner.is_none() {
+                        free.push(page.base + i * SLOT_SIZE);
+                    }
+                }
+            }
+        }
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> Option<&mut Slot> {
         let page = self
             .pages
             .iter_mut()
             .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
-        page.owner.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
+        page.slots.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
 }
 

@@ -9,41 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use ruprobes::{abi, Consumer, ConsumerId, Fault, Pid, Tid, Trap, Uprobes, UserRegs, UserSpace};
+use ruprobes::{abi, Consumer, ConsumerId, Tid, Trap, Uprobes, UserRegs};
 
 const PATH: &str = "/bin/stress";
 const SITES: usize = 48;
 const MIN_ROUNDS: usize = 5000;
 /// Never unregistered by the registrars, so the hitters always find an armed probe.
 const PERMANENT: usize = TEXT + 4 * 7;
-
-/// One thread's view of a process whose memory all threads share.
-struct SharedSpace {
-    mem: Arc<Mutex<FakeSpace>>,
-    tid: Tid,
-}
-
-impl UserSpace for SharedSpace {
-    fn pid(&self) -> Pid {
-        1
-    }
-    fn tid(&self) -> Tid {
-        self.tid
-    }
-    fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<(), Fault> {
-        self.mem.lock().unwrap().read(addr, buf)
-    }
-    fn write(&mut self, addr: usize, data: &[u8]) -> Result<(), Fault> {
-        self.mem.lock().unwrap().write(addr, data)
-    }
-    fn is_executable(&mut self, addr: usize) -> bool {
-        self.mem.lock().unwrap().is_executable(addr)
-    }
-    fn map_xol_page(&mut self) -> Result<usize, Fault> {
-        self.mem.lock().unwrap().map_xol_page()
-    }
-    fn flush_icache(&mut self, _addr: usize, _len: usize) {}
-}
 
 /// Three instruction classes in turn: addi (emulate), ld (out of line), bne (simulate).
 fn program() -> Vec<u8> {
@@ -68,10 +40,7 @@ fn is_breakpoint(mem: &Mutex<FakeSpace>, addr: usize) -> bool {
 }
 
 fn hitter(engine: &Uprobes, mem: Arc<Mutex<FakeSpace>>, tid: Tid, stop: &AtomicBool) -> u64 {
-    let mut space = SharedSpace {
-        mem: mem.clone(),
-        tid,
-    };
+    let mut space = SharedSpace::new(&mem, tid);
     let mut rng = Lcg(tid as u64);
     let mut hits = 0;
     // At least MIN_ROUNDS, then until the registrars are done.
@@ -122,10 +91,7 @@ fn registrar(
     rounds: usize,
     counter: Arc<AtomicU64>,
 ) {
-    let mut space = SharedSpace {
-        mem,
-        tid: 100 + seed as usize,
-    };
+    let mut space = SharedSpace::new(&mem, 100 + seed as usize);
     let mut rng = Lcg(seed);
     let mut mine: Vec<ConsumerId> = Vec::new();
     for _ in 0..rounds {
@@ -158,13 +124,7 @@ fn concurrent_register_unregister_and_hits() {
     let engine = Arc::new(Uprobes::new());
     let mem = Arc::new(Mutex::new(FakeSpace::with_text(1, &program())));
     engine
-        .on_exec(
-            &mut SharedSpace {
-                mem: mem.clone(),
-                tid: 1,
-            },
-            PATH,
-        )
+        .on_exec(&mut SharedSpace::new(&mem, 1), PATH)
         .unwrap();
     let counter = Arc::new(AtomicU64::new(0));
     let c = counter.clone();
@@ -176,10 +136,7 @@ fn concurrent_register_unregister_and_hits() {
             PATH,
             PERMANENT,
             permanent,
-            Some(&mut SharedSpace {
-                mem: mem.clone(),
-                tid: 1,
-            }),
+            Some(&mut SharedSpace::new(&mem, 1)),
         )
         .unwrap();
 
@@ -226,13 +183,7 @@ fn concurrent_register_unregister_and_hits() {
     );
     assert!(counter.load(Ordering::Relaxed) > 0, "entry handlers ran");
     engine
-        .unregister(
-            permanent,
-            Some(&mut SharedSpace {
-                mem: mem.clone(),
-                tid: 1,
-            }),
-        )
+        .unregister(permanent, Some(&mut SharedSpace::new(&mem, 1)))
         .unwrap();
     // Every registrar unregistered what it registered: the text is the program again.
     assert_eq!(mem.lock().unwrap().text(4 * SITES), program());

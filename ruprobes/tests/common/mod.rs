@@ -36,3 +36,47 @@ pub fn assemble(insns: &[(u32, usize)]) -> Vec<u8> {
         .flat_map(|&(w, len)| w.to_le_bytes()[..len].to_vec())
         .collect()
 }
+
+/// One hart's view of a process whose memory several threads share. `on_read` runs before
+/// every read (with the address), outside the memory's lock: a test's way to let another
+/// thread act at an exact point of the trap path.
+pub struct SharedSpace {
+    pub mem: Arc<std::sync::Mutex<FakeSpace>>,
+    pub tid: ruprobes::Tid,
+    pub on_read: Option<Box<dyn FnMut(usize) + Send>>,
+}
+
+impl SharedSpace {
+    pub fn new(mem: &Arc<std::sync::Mutex<FakeSpace>>, tid: ruprobes::Tid) -> Self {
+        SharedSpace {
+            mem: mem.clone(),
+            tid,
+            on_read: None,
+        }
+    }
+}
+
+impl ruprobes::UserSpace for SharedSpace {
+    fn pid(&self) -> ruprobes::Pid {
+        1
+    }
+    fn tid(&self) -> ruprobes::Tid {
+        self.tid
+    }
+    fn read(&mut self, addr: usize, buf: &mut [u8]) -> Result<(), ruprobes::Fault> {
+        if let Some(hook) = self.on_read.as_mut() {
+            hook(addr);
+        }
+        self.mem.lock().unwrap().read(addr, buf)
+    }
+    fn write(&mut self, addr: usize, data: &[u8]) -> Result<(), ruprobes::Fault> {
+        self.mem.lock().unwrap().write(addr, data)
+    }
+    fn is_executable(&mut self, addr: usize) -> bool {
+        self.mem.lock().unwrap().is_executable(addr)
+    }
+    fn map_xol_page(&mut self) -> Result<usize, ruprobes::Fault> {
+        self.mem.lock().unwrap().map_xol_page()
+    }
+    fn flush_icache(&mut self, _addr: usize, _len: usize) {}
+}
