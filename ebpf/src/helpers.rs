@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use crate::vm::{Memory, VmError, MAP_HANDLE, REGION_MAP, REGION_SHIFT};
+use crate::vm::{Memory, VmError, MAP_HANDLE, REGION_CTX, REGION_MAP, REGION_SHIFT};
 
 /// What a kernel provides to a running program.
 pub trait Env {
@@ -32,6 +32,7 @@ pub const HELPERS: &[(u32, &str)] = &[
     (PROBE_READ_USER, "probe_read_user"),
     (PROBE_READ_USER_STR, "probe_read_user_str"),
     (RINGBUF_OUTPUT, "ringbuf_output"),
+    (GET_FUNC_RET, "get_func_ret"),
 ];
 
 const MAP_LOOKUP_ELEM: u32 = 1;
@@ -43,9 +44,14 @@ const GET_CURRENT_PID_TGID: u32 = 14;
 const PROBE_READ_USER: u32 = 112;
 const PROBE_READ_USER_STR: u32 = 114;
 const RINGBUF_OUTPUT: u32 = 130;
+const GET_FUNC_RET: u32 = 184;
 
 const EFAULT: i64 = 14;
 const EINVAL: i64 = 22;
+const EOPNOTSUPP: i64 = 95;
+/// Where the context holds a0 (`tf.x[10]`, see `fixtures/bpf/ruprobes.h`): the return value
+/// at a return.
+const CTX_A0: u64 = 16 + 10 * 8;
 /// Longest `bpf_probe_read_user`/`_str` copy and `%s` argument.
 const MAX_COPY: u64 = 4096;
 /// Longest `trace_printk` format and line (Linux's).
@@ -163,6 +169,26 @@ pub(crate) fn call(
                 -EINVAL
             } else {
                 mem.maps[m].output(&mem.scratch[..len])
+            }
+        }
+        GET_FUNC_RET => {
+            if r(1) != REGION_CTX << REGION_SHIFT {
+                return Err(VmError::BadArgument {
+                    insn,
+                    helper: name,
+                    why: "r1 is not the context",
+                });
+            }
+            // Checked first: a bad pointer is an error even where the helper is refused.
+            mem.store(insn, r(2), 8)?;
+            if mem.at_return {
+                let value = mem.load(insn, r(1) + CTX_A0, 8)?;
+                let mut word = [0u8; 8];
+                word.copy_from_slice(value);
+                mem.store(insn, r(2), 8)?.copy_from_slice(&word);
+                0
+            } else {
+                -EOPNOTSUPP
             }
         }
         // The loader refuses unknown helpers; this keeps a loader bug off the trap path.

@@ -10,6 +10,8 @@ use goblin::elf::section_header::{SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_REL}
 use goblin::elf::sym::STT_FUNC;
 use goblin::elf::Elf;
 
+use ruprobes::bpf::TracepointType;
+
 use crate::attach::Attach;
 use crate::btf::Btf;
 use crate::helpers::{self, Env};
@@ -243,6 +245,7 @@ impl Object {
             globals: &mut self.globals,
             maps: &mut self.maps,
             scratch: &mut self.scratch,
+            at_return: program.attach.kind == TracepointType::URetProbeExitSyncFunc,
         };
         vm::run(&program.insns, &mut mem, env, budget)
     }

@@ -177,6 +177,8 @@ pub struct Memory<'a> {
     pub maps: &'a mut [Map],
     /// Where helpers copy their arguments (no heap allocation per call).
     pub scratch: &'a mut [u8; SCRATCH_SIZE],
+    /// Whether the program runs at a function's return (`bpf_get_func_ret` works there).
+    pub at_return: bool,
 }
 
 impl Memory<'_> {
@@ -579,6 +581,7 @@ mod tests {
             globals: &mut [],
             maps: &mut [],
             scratch: &mut scratch,
+            at_return: false,
         };
         run(words, &mut mem, &mut NoEnv, budget)
     }
@@ -690,6 +693,47 @@ mod tests {
         ));
         let null = [insn(0xb7, 1, 0, 0, 0), insn(0x79, 0, 1, 0, 0), EXIT];
         assert!(matches!(exec(&null, 100), Err(VmError::OutOfBounds { .. })));
+        // bpf_get_func_ret wants the context in r1 and a writable 8 bytes in r2.
+        let get_ret = |r1: i32| {
+            exec(
+                &[
+                    insn(0xbf, 2, 10, 0, 0),  // r2 = r10
+                    insn(0x07, 2, 0, 0, -8),  // r2 -= 8
+                    insn(0xb7, 1, 0, 0, r1),  // r1 = r1
+                    insn(0x85, 0, 0, 0, 184), // call bpf_get_func_ret
+                    EXIT,
+                ],
+                100,
+            )
+        };
+        assert!(matches!(
+            get_ret(0),
+            Err(VmError::BadArgument {
+                why: "r1 is not the context",
+                ..
+            })
+        ));
+        let ctx_r1 = [
+            insn(0xbf, 1, 1, 0, 0), // r1 = ctx (as set at entry)
+            insn(0xb7, 2, 0, 0, 0), // r2 = 0: not memory
+            insn(0x85, 0, 0, 0, 184),
+            EXIT,
+        ];
+        assert!(matches!(
+            exec(&ctx_r1, 100),
+            Err(VmError::OutOfBounds { write: true, .. })
+        ));
+        let not_at_return = [
+            insn(0xbf, 2, 10, 0, 0),
+            insn(0x07, 2, 0, 0, -8),
+            insn(0x85, 0, 0, 0, 184),
+            EXIT,
+        ];
+        assert_eq!(
+            exec(&not_at_return, 100),
+            Ok((-95i64) as u64),
+            "-EOPNOTSUPP"
+        );
         let spin = [insn(0x05, 0, 0, -1, 0)];
         assert_eq!(exec(&spin, 50).unwrap_err(), VmError::Budget { limit: 50 });
     }

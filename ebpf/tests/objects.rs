@@ -170,6 +170,25 @@ fn latency_histogram_from_entry_return_pairs_by_tid() {
 }
 
 #[test]
+fn get_func_ret_gives_a0_at_returns_and_eopnotsupp_elsewhere() {
+    let mut rt = load("ret");
+    let entry = index(&rt, "fib_entry");
+    let ret = index(&rt, "fib_return");
+    let mut env = TestEnv::default();
+    for v in [55, 1, 1] {
+        rt.run(ret, &ctx(0x10074, v, 0, 0), &mut env).unwrap();
+    }
+    rt.run(entry, &ctx(0x10074, 5, 0, 0), &mut env).unwrap();
+    let out = summary(&rt);
+    assert!(
+        out.starts_with(
+            "@fib_returns[0x1]: 2\n@fib_returns[0x37]: 1\n@get_func_ret[0]: 3\n@get_func_ret[2]: 1\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn filter_on_an_argument_and_trace_printk() {
     let mut rt = load("filter");
     let filter = index(&rt, "fib_filter");

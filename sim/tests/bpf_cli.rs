@@ -147,6 +147,38 @@ fn filter_prints_into_the_trace() {
 }
 
 #[test]
+fn return_values_by_get_func_ret_and_the_context() {
+    let o = sim(&["trace", &fixture("fib"), "--bpf", &object("ret"), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = section(&stdout(&o));
+    // fib(10) = 55 from 89 calls: 55 of them return 1 (n < 2), one returns 55.
+    assert!(
+        s.starts_with("@fib_returns[0x1]: 55\n@fib_returns[0x2]: 13\n"),
+        "{s}"
+    );
+    assert!(s.contains("@fib_returns[0x37]: 1\n"), "{s}");
+    // Every return: the helper's value is a0; every entry: -EOPNOTSUPP; nothing else.
+    assert!(
+        s.contains("@get_func_ret[0]: 89\n@get_func_ret[2]: 89\nprog fib_entry"),
+        "{s}"
+    );
+    // 89 returns, as the simulator's own return probe counts them.
+    let own = stdout(&sim(&[
+        "trace",
+        &fixture("fib"),
+        "-q",
+        "-p",
+        "uretprobe:fib",
+    ]));
+    let row = own
+        .lines()
+        .find(|l| l.starts_with("uretprobe:fib "))
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(row.get(4).map(String::as_str), Some("89"), "{own}");
+}
+
+#[test]
 fn user_strings_and_ring_buffer() {
     let o = sim(&["trace", &fixture("greet"), "--bpf", &object("greet")]);
     let out = stdout(&o);

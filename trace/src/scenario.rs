@@ -120,6 +120,13 @@ pub const BPF_SCENARIOS: &[BpfScenario] = &[
         exact_clock: false,
     },
     BpfScenario {
+        // The return value by bpf_get_func_ret and by the context's a0, at uretprobe/fib.
+        name: "bpf_ret_fib",
+        fixture: "fib",
+        object: "ret",
+        exact_clock: false,
+    },
+    BpfScenario {
         name: "bpf_greet_strings",
         fixture: "greet",
         object: "greet",

@@ -41,6 +41,8 @@ const SMP_LINE: &str = "[smp] ";
 const ALL_DONE: &str = "=== all done";
 /// What the kernel prints after each scenario block: `NAME: BYTES of SIZE bytes (pid P)`.
 const STACK_PEAK: &str = "[kernel] kernel stack peak ";
+/// What the kernel prints for each bad BPF object its loader refused at boot.
+const BPF_REFUSED: &str = "[kernel] bpf: ";
 /// What the kernel prints when a kernel stack ran into its guard page.
 const STACK_OVERFLOW: &str = "[kernel] kernel stack overflow in pid ";
 
@@ -104,6 +106,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ),
             Err(report) => failures.push_str(&format!("{face}: {report}")),
         }
+        // The kernel's boot check (a failed one fails the boot): the loader's lines.
+        let refused: String = console
+            .lines()
+            .filter_map(|l| l.strip_prefix(BPF_REFUSED))
+            .map(|l| format!("  {l}\n"))
+            .collect();
+        print!("qemu-test: {face}: bad BPF objects refused by the kernel's loader\n{refused}");
         match stack_peaks(&expected, &console) {
             Ok(table) => print!("qemu-test: {face}: peak kernel-stack use per scenario\n{table}"),
             Err(report) => failures.push_str(&format!("{face}: {report}\n")),
