@@ -63,6 +63,10 @@ impl<V> AddrMap<V> {
         self.len == 0
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     pub fn contains(&self, addr: usize) -> bool {
         self.find(addr).is_some()
     }

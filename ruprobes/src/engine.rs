@@ -701,12 +701,26 @@ impl Uprobes {
         self.registry.lock().procs.remove(pid);
     }
 
-    /// Call when one thread of a process exits: drops its pending returns.
+    /// Call when one thread of a process exits while the process goes on (a killed thread
+    /// included): drops its pending returns and any out-of-line step it was in.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
         if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
             proc.end_step(tid);
             proc.threads.remove(tid);
         }
+    }
+
+    /// How many threads of process `pid` the engine keeps state for (pending return
+    /// probes, an out-of-line step); 0 for an unknown process. A thread gets its state at
+    /// its first return-probe or out-of-line hit and keeps it until
+    /// [`on_thread_exit`](Self::on_thread_exit) or [`on_exit`](Self::on_exit): a kernel
+    /// checks with this that it calls them (never more than its live threads).
+    pub fn threads_tracked(&self, pid: Pid) -> usize {
+        self.registry
+            .lock()
+            .procs
+            .get(pid)
+            .map_or(0, |p| p.threads.len())
     }
 
     /// Counters of the probe at (`path`, `addr`), while it is registered.

@@ -298,3 +298,27 @@ pub fn uprobes_fork(parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
 pub fn uprobes_exit(pid: Pid) {
     ENGINE.on_exit(pid);
 }
+
+/// Call when one thread of process `pid` exits (or is killed) while the process goes on:
+/// drops the thread's pending return probes and out-of-line step. See
+/// [`Uprobes::on_thread_exit`].
+pub fn uprobes_thread_exit(pid: Pid, tid: Tid) {
+    ENGINE.on_thread_exit(pid, tid);
+}
+
+/// Brings the current process's memory in line with the registry now: restores the
+/// instructions of probes unregistered while another process was current (which it would
+/// otherwise restore at their next hit) and arms what is missing. Returns 0, or the
+/// negative errno of the first failure. See [`Uprobes::sync`].
+pub fn uprobes_sync() -> isize {
+    match ENGINE.sync(&mut KernelSpace) {
+        Ok(()) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+/// How many threads of process `pid` hold per-thread state (pending return probes, an
+/// out-of-line step). See [`Uprobes::threads_tracked`].
+pub fn uprobes_threads_tracked(pid: Pid) -> usize {
+    ENGINE.threads_tracked(pid)
+}

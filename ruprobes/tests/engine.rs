@@ -779,6 +779,58 @@ fn fork_gives_the_child_its_own_state_and_exit_drops_it() {
 }
 
 #[test]
+fn thread_exit_drops_the_threads_returns_and_step_and_the_slot_is_reused() {
+    let (engine, mut space) = setup();
+    engine
+        .register(
+            PATH,
+            at(ADDI_SP),
+            Consumer::new().on_return(|_, _| {}),
+            Some(&mut space),
+        )
+        .unwrap();
+    let ld = engine
+        .register(PATH, at(LD_A0), Consumer::new(), Some(&mut space))
+        .unwrap();
+    assert_eq!(engine.threads_tracked(1), 0, "no thread has trapped yet");
+    // Thread 1 is inside the probed function (a pending return) when it exits.
+    enter(&engine, &mut space, at(ADDI_SP), 0x8000, 0x5000);
+    // Thread 7 is killed while it steps the load in its slot (pc in the slot).
+    space.tid = 7;
+    let mut regs = regs_at(at(LD_A0), 0x7000);
+    handled(&engine, &mut space, &mut regs);
+    let slot = regs.pc();
+    assert_eq!(engine.threads_tracked(1), 2);
+    engine.on_thread_exit(1, 1);
+    engine.on_thread_exit(1, 7);
+    assert_eq!(
+        engine.threads_tracked(1),
+        0,
+        "nothing left of the exited threads"
+    );
+    // Its step is gone: the slot's breakpoint is no longer a step of thread 7.
+    regs.set_pc(slot + 4);
+    assert_eq!(
+        engine.handle_breakpoint(&mut space, &mut regs),
+        Trap::NotOurs
+    );
+    // The slot is free again once the probe goes, and the next arming takes it.
+    engine.unregister(ld, Some(&mut space)).unwrap();
+    engine
+        .register(PATH, at(LD_A0), Consumer::new(), Some(&mut space))
+        .unwrap();
+    let mut regs = regs_at(at(LD_A0), 0x7000);
+    handled(&engine, &mut space, &mut regs);
+    assert_eq!(regs.pc(), slot, "the same slot, stepped again");
+    // Unknown processes track nothing; an exit of an unknown thread is harmless.
+    engine.on_thread_exit(1, 99);
+    engine.on_thread_exit(42, 1);
+    assert_eq!(engine.threads_tracked(42), 0);
+    engine.on_exit(1);
+    assert_eq!(engine.threads_tracked(1), 0);
+}
+
+#[test]
 fn process_armed_elsewhere_restores_at_its_next_hit() {
     let (engine, mut parent) = setup();
     let id = engine

@@ -436,3 +436,49 @@ fn refused_probe_on_a_program_not_yet_running_is_reported() {
     assert_eq!(seed::uprobe_unregister("/bin/later", TEXT + 4), 0);
     assert!(log.lock().unwrap().is_empty());
 }
+
+#[test]
+fn thread_exit_sync_and_tracked_threads_through_the_seed_face() {
+    let _turn = serial();
+    set_current(Some(FakeSpace::with_text(9, &code())), "/bin/threads");
+    seed::uprobes_init();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let r = seed::uprobe_register(
+        "/bin/threads".into(),
+        TEXT,
+        handler(&log, "func"),
+        Some(handler(&log, "ret")),
+        ProbeType::SyncFunc,
+    );
+    assert_eq!(r, 0);
+    // Thread 3 of process 9 enters the function and exits inside it.
+    with_current(|s| s.tid = 3);
+    let mut cx = TrapContext {
+        sepc: TEXT,
+        ..Default::default()
+    };
+    cx.x[1] = 0x5000;
+    cx.x[2] = 0x8000;
+    assert!(seed::uprobes_trap_handler(&mut cx));
+    assert_eq!(seed::uprobes_threads_tracked(9), 1);
+    seed::uprobes_thread_exit(9, 3);
+    assert_eq!(seed::uprobes_threads_tracked(9), 0);
+
+    // A fork child keeps the breakpoint after the parent unregistered it: sync restores it.
+    let parent = set_current(None, "/bin/threads").unwrap();
+    let mut child = parent.clone();
+    child.pid = 10;
+    child.tid = 10;
+    seed::uprobes_fork(9, 9, 10, 10);
+    set_current(Some(parent), "/bin/threads");
+    assert_eq!(seed::uprobe_unregister("/bin/threads", TEXT), 0);
+    assert_eq!(with_current(|s| s.text(12)).unwrap(), code());
+    let parent = set_current(Some(child), "/bin/threads").unwrap();
+    assert_ne!(with_current(|s| s.text(12)).unwrap(), code(), "still armed");
+    assert_eq!(seed::uprobes_sync(), 0);
+    assert_eq!(with_current(|s| s.text(12)).unwrap(), code(), "restored");
+    seed::uprobes_exit(10);
+    set_current(Some(parent), "/bin/threads");
+    seed::uprobes_exit(9);
+    set_current(None, "/bin/seed");
+}

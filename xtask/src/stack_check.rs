@@ -51,6 +51,7 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
     ("ruprobes::engine::Uprobes::set_image_reader", false),
     ("ruprobes::engine::Uprobes::stats", false),
     ("ruprobes::engine::Uprobes::trampoline", false),
+    ("ruprobes::engine::Uprobes::threads_tracked", false),
     ("ruprobes::seed::uprobe_register", true),
     ("ruprobes::seed::uprobe_unregister", true),
     ("ruprobes::seed::uprobe_status", true),
@@ -62,6 +63,9 @@ const ENTRY_POINTS: &[(&str, bool)] = &[
     ("ruprobes::seed::uprobes_fork", true),
     ("ruprobes::seed::uprobes_exit", true),
     ("ruprobes::seed::uprobes_set_image_reader", true),
+    ("ruprobes::seed::uprobes_thread_exit", true),
+    ("ruprobes::seed::uprobes_sync", true),
+    ("ruprobes::seed::uprobes_threads_tracked", true),
 ];
 
 /// One build of the core that is checked.
