@@ -146,6 +146,22 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    // The other SMP scenarios of the QEMU test kernel; elsewhere they exit 0 at once.
+    Fixture {
+        name: "smp_fork",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
+    Fixture {
+        name: "smp_kill",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
+    Fixture {
+        name: "smp_ebreak",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
     // Over 50 million instructions: `cargo xtask perf` only.
     Fixture {
         name: "bench",

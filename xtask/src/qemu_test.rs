@@ -34,7 +34,7 @@ const PLAIN: &[&str] = &["-smp", HARTS];
 /// match too. (Several harts under `-icount` take minutes; one is enough here.)
 const EXACT_CLOCK: &[&str] = &["-smp", "1", "-icount", "shift=0"];
 /// The SMP scenarios the kernel must report `[smp] NAME: ok` for.
-const SMP_SCENARIOS: &[&str] = &["threads_probed"];
+const SMP_SCENARIOS: &[&str] = &["threads_probed", "fork_exit", "killed_in_xol", "own_ebreak"];
 /// The prefix of the kernel's SMP result lines.
 const SMP_LINE: &str = "[smp] ";
 /// The line the kernel prints after its last scenario.
@@ -769,13 +769,21 @@ mod tests {
 
     #[test]
     fn every_smp_scenario_must_report_ok() {
-        let ok = "[smp] threads_probed: 4 harts\n[smp] threads_probed: ok\n";
-        assert_eq!(
-            smp_results(ok),
-            Ok("  [smp] threads_probed: 4 harts\n  [smp] threads_probed: ok\n".to_string())
+        let ok: String = SMP_SCENARIOS
+            .iter()
+            .map(|name| format!("[smp] {name}: 4 harts\n[smp] {name}: ok\n"))
+            .collect();
+        let shown: String = ok.lines().map(|l| format!("  {l}\n")).collect();
+        assert_eq!(smp_results(&ok), Ok(shown));
+        let failed = ok.replace(
+            "[smp] killed_in_xol: ok",
+            "[smp] killed_in_xol: FAILED: threads were left blocked",
         );
-        let failed = "[smp] threads_probed: FAILED: threads were left blocked\n";
-        assert!(smp_results(failed).unwrap_err().contains("left blocked"));
+        assert!(smp_results(&failed).unwrap_err().contains("left blocked"));
+        let missing = ok.replace("[smp] own_ebreak: ok\n", "");
+        assert!(smp_results(&missing)
+            .unwrap_err()
+            .contains("own_ebreak: the kernel did not report it"));
         assert!(smp_results("[smp] other: ok\n")
             .unwrap_err()
             .contains("threads_probed: the kernel did not report it"));
