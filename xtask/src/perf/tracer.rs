@@ -5,6 +5,11 @@
 //! instruction: the probe machinery alone, no tracer. The unprobed runs, the short ones,
 //! are the fastest of [`BASE_RUNS`]; the probed ones run once.
 //!
+//! Each run reports wall time and CPU time (user + system: the child's from `wait4`, this
+//! thread's from `getrusage`). On a machine shared with other work the wall time of a
+//! long run grows with the load while its CPU time barely does, so slowdowns are given
+//! for both.
+//!
 //! Peak RSS is the child's `VmHWM` from `/proc/PID/status`, read at its exit while its
 //! memory still exists: the child runs under ptrace with `PTRACE_O_TRACEEXIT`, which stops
 //! it in `exit` before the kernel releases its address space. A zombie has no `VmHWM` any
@@ -52,10 +57,10 @@ pub struct TracerRun {
     pub name: String,
     /// The arguments of `ruprobes-sim`.
     pub args: Vec<String>,
-    /// Wall time from spawn to exit.
-    pub secs: f64,
+    /// Wall time from spawn to exit, and CPU time.
+    pub time: Times,
     /// Over the unprobed `run`.
-    pub slowdown: f64,
+    pub slowdown: Times,
     /// Peak resident set size in KiB (`VmHWM` at exit); `None` if it could not be read.
     pub peak_rss_kib: Option<u64>,
     /// The exit code (the program's: 0 for bench).
@@ -67,18 +72,55 @@ pub struct TracerRun {
 pub struct DoNothing {
     /// Probes registered (every instruction the core accepts).
     pub probes: usize,
-    /// Wall time of the unprobed run in this process.
-    pub unprobed_secs: f64,
-    /// Wall time with the probes.
-    pub secs: f64,
-    /// `secs / unprobed_secs`.
-    pub slowdown: f64,
+    /// The unprobed run in this process.
+    pub unprobed: Times,
+    /// The run with the probes.
+    pub time: Times,
+    /// `time / unprobed`.
+    pub slowdown: Times,
 }
 
-/// Measures the tracer section: builds `ruprobes-sim` (release, next to this executable),
-/// then runs each command once.
+/// Wall and CPU seconds of a run (or their ratios).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Times {
+    /// Wall time.
+    pub wall: f64,
+    /// User + system CPU time.
+    pub cpu: f64,
+}
+
+impl Times {
+    fn over(self, base: Times) -> Times {
+        Times {
+            wall: self.wall / base.wall,
+            cpu: self.cpu / base.cpu,
+        }
+    }
+}
+
+/// User + system CPU seconds in `usage`.
+fn cpu_secs(usage: &libc::rusage) -> f64 {
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU seconds of this thread so far.
+fn thread_cpu() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage overwrites it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into a valid local.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    cpu_secs(&usage)
+}
+
+/// Measures the tracer section: builds `ruprobes-sim` (release, next to this executable)
+/// or takes the one named by `PERF_SIM` (e.g. an older build, for a before/after), then
+/// runs the commands.
 pub fn measure() -> Result<TracerReport, String> {
-    let sim = build_sim()?;
+    let sim = match std::env::var_os("PERF_SIM") {
+        Some(path) => PathBuf::from(path),
+        None => build_sim()?,
+    };
     let elf_path = Path::new(ruprobes_sim::machine::FIXTURES_DIR).join(format!("{FIXTURE}.elf"));
     let prog = elf_path.display().to_string();
     let commands: [(&str, Vec<&str>); 4] = [
@@ -97,20 +139,23 @@ pub fn measure() -> Result<TracerReport, String> {
     for (name, args) in commands {
         eprintln!("perf: tracer: ruprobes-sim {}", args.join(" "));
         let times = if runs.is_empty() { BASE_RUNS } else { 1 };
-        let (mut secs, mut peak_rss_kib, mut exit_code) = (f64::INFINITY, None, None);
+        let mut best: Option<(Times, Option<u64>, Option<i32>)> = None;
         for _ in 0..times {
             let run = run_child(&sim, &args)
                 .map_err(|e| format!("running ruprobes-sim {args:?}: {e}"))?;
-            if run.0 < secs {
-                (secs, peak_rss_kib, exit_code) = run;
+            if best.is_none_or(|b| run.0.cpu < b.0.cpu) {
+                best = Some(run);
             }
         }
-        let base = runs.first().map_or(secs, |r| r.secs);
+        let Some((time, peak_rss_kib, exit_code)) = best else {
+            continue;
+        };
+        let base = runs.first().map_or(time, |r| r.time);
         runs.push(TracerRun {
             name: name.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
-            secs,
-            slowdown: secs / base,
+            time,
+            slowdown: time.over(base),
             peak_rss_kib,
             exit_code,
         });
@@ -153,19 +198,26 @@ fn do_nothing() -> Result<(u64, DoNothing), String> {
     let elf = fixture_elf(FIXTURE).map_err(|e| format!("fixture {FIXTURE}: {e}"))?;
     let machine = || workload::machine(FIXTURE, &elf).map_err(|e| format!("{FIXTURE}: {e}"));
     let timed_run = |mut m: ruprobes_sim::machine::Machine| {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), thread_cpu());
         let result = m.run().map_err(|e| format!("{FIXTURE}: {e}"))?;
-        Ok::<_, String>((start.elapsed().as_secs_f64(), result))
+        let time = Times {
+            wall: start.elapsed().as_secs_f64(),
+            cpu: thread_cpu() - cpu,
+        };
+        Ok::<_, String>((time, result))
     };
-    let (mut unprobed_secs, base) = timed_run(machine()?)?;
+    let (mut unprobed, base) = timed_run(machine()?)?;
     for _ in 1..BASE_RUNS {
-        unprobed_secs = unprobed_secs.min(timed_run(machine()?)?.0);
+        let (time, _) = timed_run(machine()?)?;
+        if time.cpu < unprobed.cpu {
+            unprobed = time;
+        }
     }
     let mut m = machine()?;
     let image = m.main_image().cloned().ok_or("no image")?;
     let addrs: Vec<u64> = sites(&image).accepted.iter().map(|s| s.addr).collect();
     let (ids, _) = add_probes(&mut m, addrs, Kind::EntryOnly);
-    let (secs, probed) = timed_run(m)?;
+    let (time, probed) = timed_run(m)?;
     if probed.stdout != base.stdout || probed.status != base.status {
         return Err(format!(
             "{FIXTURE}: the run with do-nothing probes differs from the unprobed run"
@@ -175,16 +227,16 @@ fn do_nothing() -> Result<(u64, DoNothing), String> {
         base.instructions,
         DoNothing {
             probes: ids.len(),
-            unprobed_secs,
-            secs,
-            slowdown: secs / unprobed_secs,
+            unprobed,
+            time,
+            slowdown: time.over(unprobed),
         },
     ))
 }
 
-/// Runs `sim args` with stdout to /dev/null and stderr inherited; its wall time, peak RSS
-/// (KiB) and exit code.
-fn run_child(sim: &Path, args: &[&str]) -> io::Result<(f64, Option<u64>, Option<i32>)> {
+/// Runs `sim args` with stdout to /dev/null and stderr inherited; its wall and CPU time,
+/// peak RSS (KiB) and exit code.
+fn run_child(sim: &Path, args: &[&str]) -> io::Result<(Times, Option<u64>, Option<i32>)> {
     let mut command = Command::new(sim);
     command
         .args(args)
@@ -206,28 +258,31 @@ fn run_child(sim: &Path, args: &[&str]) -> io::Result<(f64, Option<u64>, Option<
     let pid = child.id() as libc::pid_t;
     // The child is reaped below, by waitpid; `child` is not waited on.
     drop(child);
-    let (peak, code) = trace_to_exit(pid)?;
-    Ok((start.elapsed().as_secs_f64(), peak, code))
+    let (peak, code, cpu) = trace_to_exit(pid)?;
+    let wall = start.elapsed().as_secs_f64();
+    Ok((Times { wall, cpu }, peak, code))
 }
 
 /// Follows the traced child `pid` from its post-exec stop to its end: at the exit stop reads
-/// `VmHWM`, passes every other signal on. Returns the peak RSS and the exit code (`None`
-/// if killed by a signal).
-fn trace_to_exit(pid: libc::pid_t) -> io::Result<(Option<u64>, Option<i32>)> {
+/// `VmHWM`, passes every other signal on. Returns the peak RSS, the exit code (`None` if
+/// killed by a signal) and the child's CPU seconds.
+fn trace_to_exit(pid: libc::pid_t) -> io::Result<(Option<u64>, Option<i32>, f64)> {
     let none = std::ptr::null_mut::<libc::c_void>();
     let mut peak = None;
     let mut first = true;
     loop {
         let mut status = 0;
-        // SAFETY: waitpid writes the status into a valid local.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == -1 {
+        // SAFETY: an all-zero rusage is a valid value; wait4 overwrites it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes the status and the usage into valid locals.
+        if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } == -1 {
             return Err(io::Error::last_os_error());
         }
         if libc::WIFEXITED(status) {
-            return Ok((peak, Some(libc::WEXITSTATUS(status))));
+            return Ok((peak, Some(libc::WEXITSTATUS(status)), cpu_secs(&usage)));
         }
         if libc::WIFSIGNALED(status) {
-            return Ok((peak, None));
+            return Ok((peak, None, cpu_secs(&usage)));
         }
         let mut deliver = 0;
         if first {
@@ -276,57 +331,56 @@ fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
 /// Prints the section.
 pub fn print(r: &TracerReport) {
     println!(
-        "tracer: {} ({} instructions), ruprobes-sim with -p '{EVERY}', one run each",
+        "tracer: {} ({} instructions), ruprobes-sim with -p '{EVERY}'",
         r.fixture, r.instructions
     );
     let rss = |kib: Option<u64>| {
         kib.map_or_else(|| "-".into(), |k| format!("{:.1} MB", k as f64 / 1024.0))
     };
-    let rows: Vec<[String; 4]> = r
-        .runs
-        .iter()
-        .map(|run| {
-            [
-                run.name.clone(),
-                format!("{:.2} s", run.secs),
-                format!("{:.1}x", run.slowdown),
-                rss(run.peak_rss_kib),
-            ]
-        })
-        .collect();
-    let header = ["run", "wall", "slowdown", "peak RSS"].map(String::from);
-    let width = |c: usize| {
-        rows.iter()
-            .chain([&header])
-            .map(|row| row[c].len())
-            .max()
-            .unwrap_or(0)
-    };
-    let w = [width(0), width(1), width(2), width(3)];
-    for row in std::iter::once(&header).chain(&rows) {
-        let extra = if row[0] == "-q" {
-            format!(
-                "   do-nothing consumers: {:.1}x ({:.2} s / {:.2} s, {} probes, in-process)",
-                r.do_nothing.slowdown,
-                r.do_nothing.secs,
-                r.do_nothing.unprobed_secs,
-                r.do_nothing.probes
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "  {:<a$}  {:>b$}  {:>c$}  {:>d$}{extra}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            a = w[0],
-            b = w[1],
-            c = w[2],
-            d = w[3]
-        );
+    let d = &r.do_nothing;
+    let mut rows: Vec<[String; 6]> = vec![[
+        "run",
+        "wall",
+        "CPU",
+        "slowdown wall",
+        "slowdown CPU",
+        "peak RSS",
+    ]
+    .map(String::from)];
+    for run in &r.runs {
+        rows.push([
+            run.name.clone(),
+            format!("{:.2} s", run.time.wall),
+            format!("{:.2} s", run.time.cpu),
+            format!("{:.1}x", run.slowdown.wall),
+            format!("{:.1}x", run.slowdown.cpu),
+            rss(run.peak_rss_kib),
+        ]);
+        if run.name == "-q" {
+            rows.push([
+                format!("(do-nothing consumers, {} probes, in-process)", d.probes),
+                format!("{:.2} s", d.time.wall),
+                format!("{:.2} s", d.time.cpu),
+                format!("{:.1}x", d.slowdown.wall),
+                format!("{:.1}x", d.slowdown.cpu),
+                "-".into(),
+            ]);
+        }
     }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let mut line = format!("  {:<w$}", row[0], w = widths[0]);
+        for (cell, w) in row.iter().zip(&widths).skip(1) {
+            line.push_str(&format!("  {cell:>w$}"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "  unprobed in-process: {:.2} s wall, {:.2} s CPU; unprobed runs are the fastest of {BASE_RUNS}, the others run once",
+        d.unprobed.wall, d.unprobed.cpu
+    );
     for run in &r.runs {
         if run.exit_code != Some(0) {
             println!(
