@@ -1,12 +1,13 @@
-//! The text and JSON lines of trace events, written into a reused buffer.
+//! The text and JSON lines of trace events, written into buffers kept from event to event.
 //!
 //! With a probe on every instruction, writing the events is most of a traced run's cost, and
-//! most of that was `core::fmt` (a formatter per field, padding logic, a virtual call per
-//! fragment). The three events of hits (hit, post, return) are therefore written here by
-//! hand, on the stack, and the line goes to the writer in one piece; every other event,
-//! and every fetched value but plain numbers, takes the formatting path of the shared event
-//! crate. The bytes are those of [`Display`](std::fmt::Display) and serde, which the tests
-//! below check.
+//! most of that was `core::fmt` and serde (a formatter per field, padding logic, a virtual
+//! call per fragment). The three events of hits (hit, post, return) are therefore written
+//! here by hand, in both forms, on a buffer that lives as long as the sink, and the line goes
+//! to the writer in one piece; every other event, every fetched value but plain numbers, and
+//! symbol names that are very long or that JSON escapes take the formatting path of the
+//! shared event crate. The bytes are those of [`Display`](std::fmt::Display) and serde,
+//! which the tests below check.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -75,6 +76,12 @@ impl Lines {
         event: &TraceEvent,
         fetched: &[(Arc<str>, Value)],
     ) -> io::Result<&[u8]> {
+        let buf = &mut self.scratch;
+        buf.len = 0;
+        if fetched.is_empty() && buf.json_event(event) {
+            buf.put(b"\n");
+            return Ok(buf.line());
+        }
         let line = &mut self.spill;
         line.clear();
         if fetched.is_empty() {
@@ -104,11 +111,13 @@ struct Buf {
 }
 
 impl Buf {
-    const SIZE: usize = 256;
+    const SIZE: usize = 512;
     /// Room for a hit, post or return line but its symbol name: `pid P tid T hit `,
     /// `+0xOFF`, three ` NAME=0xVALUE` and the newline come to at most 140 bytes, and
     /// [`hex`](Self::hex) writes up to 7 bytes past its digits.
     const FIXED: usize = 176;
+    /// The same for the JSON line: at most 190 bytes with five 20-digit numbers.
+    const JSON_FIXED: usize = 224;
 
     fn line(&self) -> &[u8] {
         &self.bytes[..self.len]
@@ -156,6 +165,70 @@ impl Buf {
     /// Whether an event at `at` fits (symbol names are not bounded).
     fn fits(at: &Loc) -> bool {
         at.symbol.as_ref().map_or(0, |(name, _)| name.len()) + Self::FIXED <= Self::SIZE
+    }
+
+    /// Writes the JSON object of a hit, post or return event (the serde form of
+    /// [`Event`]); `false` (nothing written) for other events, and for symbol names too
+    /// long for the buffer or with a character JSON escapes.
+    fn json_event(&mut self, event: &TraceEvent) -> bool {
+        let (kind, pid, tid, at) = match event {
+            Event::Hit { pid, tid, at, .. } => (&b"hit"[..], pid, tid, at),
+            Event::Post { pid, tid, at, .. } => (&b"post"[..], pid, tid, at),
+            Event::Return { pid, tid, func, .. } => (&b"return"[..], pid, tid, func),
+            _ => return false,
+        };
+        let plain = at.symbol.as_ref().is_none_or(|(name, _)| {
+            name.len() + Self::JSON_FIXED <= Self::SIZE
+                && name
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        });
+        if !plain {
+            return false;
+        }
+        self.put(b"{\"event\":\"");
+        self.put(kind);
+        self.put(b"\",\"pid\":");
+        self.decimal(*pid);
+        self.put(b",\"tid\":");
+        self.decimal(*tid);
+        self.put(if matches!(event, Event::Return { .. }) {
+            b",\"func\":{\"addr\":"
+        } else {
+            b",\"at\":{\"addr\":"
+        });
+        self.decimal(at.addr);
+        match &at.symbol {
+            Some((name, off)) => {
+                self.put(b",\"symbol\":[\"");
+                self.put(name.as_bytes());
+                self.put(b"\",");
+                self.decimal(*off);
+                self.put(b"]}");
+            }
+            None => self.put(b",\"symbol\":null}"),
+        }
+        match event {
+            Event::Hit { args, .. } => {
+                self.put(b",\"args\":[");
+                self.decimal(args[0]);
+                self.put(b",");
+                self.decimal(args[1]);
+                self.put(b"]}");
+            }
+            Event::Post { next, .. } => {
+                self.put(b",\"next\":");
+                self.decimal(*next);
+                self.put(b"}");
+            }
+            Event::Return { value, .. } => {
+                self.put(b",\"value\":");
+                self.decimal(*value);
+                self.put(b"}");
+            }
+            _ => {}
+        }
+        true
     }
 
     fn put(&mut self, s: &[u8]) {
@@ -269,11 +342,32 @@ mod tests {
                 addr,
                 symbol: Some((Arc::from("_ZN2rt3Rng5below17h291815577419b326E"), 4)),
             });
+            // JSON escapes these.
+            out.push(Loc {
+                addr,
+                symbol: Some((Arc::from("a\"b\\c\u{1}d"), 2)),
+            });
+            out.push(Loc {
+                addr,
+                symbol: Some((Arc::from("größe"), 0)),
+            });
             // Too long for the line on the stack: the Display path.
             out.push(Loc {
                 addr,
                 symbol: Some((Arc::from("x".repeat(Buf::SIZE).as_str()), addr)),
             });
+            // Just fitting, and just not, in either form.
+            for len in [
+                Buf::SIZE - Buf::FIXED,
+                Buf::SIZE - Buf::FIXED + 1,
+                Buf::SIZE - Buf::JSON_FIXED,
+                Buf::SIZE - Buf::JSON_FIXED + 1,
+            ] {
+                out.push(Loc {
+                    addr,
+                    symbol: Some((Arc::from("y".repeat(len).as_str()), u64::MAX)),
+                });
+            }
         }
         out
     }
@@ -356,12 +450,14 @@ mod tests {
     fn json_lines_are_the_serde_form() {
         for event in events() {
             let mut lines = Lines::new();
-            let line = lines
-                .json(&event, &[])
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
             let expected = serde_json::to_string(&event).unwrap_or_default() + "\n";
-            assert_eq!(String::from_utf8_lossy(&line), expected);
+            for _ in 0..2 {
+                let line = lines
+                    .json(&event, &[])
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                assert_eq!(String::from_utf8_lossy(&line), expected);
+            }
         }
     }
 }
