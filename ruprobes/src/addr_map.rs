@@ -145,11 +145,16 @@ impl<V> AddrMap<V> {
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<V> {
-        let mut hole = self.find(addr)?;
+        let hole = self.find(addr)?;
         let (_, value) = self.slots.get_mut(hole)?.take()?;
         self.len -= 1;
-        // Shift back every following entry whose home is not between the hole and itself,
-        // so that no search stops early at the hole.
+        self.close_hole(hole);
+        Some(value)
+    }
+
+    /// Shifts back every entry after the free slot `hole` whose home is not between the
+    /// hole and itself, so that no search stops early at the hole.
+    fn close_hole(&mut self, mut hole: usize) {
         let mask = self.mask();
         let mut j = hole;
         loop {
@@ -164,7 +169,6 @@ impl<V> AddrMap<V> {
                 hole = j;
             }
         }
-        Some(value)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (usize, &V)> {

@@ -43,7 +43,6 @@ struct Step {
     len: usize,
 }
 
-#[derive(Clone)]
 struct ThreadState {
     returns: ReturnStack,
     /// What this thread is stepping in an XOL slot. Kept here rather than looked up in the
@@ -61,7 +60,6 @@ impl ThreadState {
 }
 
 /// Per-process state: which image it runs, what is armed, its XOL area, its threads.
-#[derive(Clone)]
 struct Process {
     path: Text,
     armed: AddrMap<Armed>,
@@ -85,6 +83,16 @@ struct Registry {
 }
 
 impl Registry {
+    const fn new() -> Self {
+        Registry {
+            probes: Array::new(),
+            consumers: AddrMap::new(),
+            procs: AddrMap::new(),
+            next_id: 1,
+            image_reader: None,
+        }
+    }
+
     fn probes_of(&self, path: &str) -> Option<&AddrMap<Arc<Probe>>> {
         self.probes
             .iter()
@@ -347,6 +355,26 @@ impl Process {
         })
     }
 
+    /// The state of the child of a fork by thread `parent_tid`, whose first thread
+    /// `child_tid` inherits that thread's pending returns.
+    fn forked(&self, parent_tid: Tid, child_tid: Tid) -> Box<Process> {
+        let mut state = Box::new(Process {
+            path: self.path.clone(),
+            armed: self.armed.clone(),
+            xol: self.xol.clone(),
+            threads: AddrMap::new(),
+        });
+        state.xol.forget_steppers();
+        if let Some(parent) = self.threads.get(parent_tid) {
+            let returns = parent.returns.clone();
+            state.threads.get_or_insert_with(child_tid, || ThreadState {
+                returns,
+                stepping: None,
+            });
+        }
+        state
+    }
+
     /// The state of thread `tid`, created on its first trap. `None` cannot happen (the
     /// map always finds what it just inserted) but is not a panic on the trap path.
     fn thread(&mut self, tid: Tid) -> Option<&mut ThreadState> {
@@ -585,15 +613,13 @@ fn run_entry_handlers(consumers: &Consumers, regs: &mut dyn UserRegs, hit: &Hit,
 impl Uprobes {
     /// An engine with no probes and no processes.
     pub const fn new() -> Self {
-        Uprobes {
-            registry: spin::Mutex::new(Registry {
-                probes: Array::new(),
-                consumers: AddrMap::new(),
-                procs: AddrMap::new(),
-                next_id: 1,
-                image_reader: None,
-            }),
-            executed_in_trap: AtomicU64::new(0),
+        // Built at compile time even when called at run time: a copy of a constant needs
+        // no frame for the nested temporaries.
+        const {
+            Uprobes {
+                registry: spin::Mutex::new(Registry::new()),
+                executed_in_trap: AtomicU64::new(0),
+            }
         }
     }
 
@@ -677,23 +703,16 @@ impl Uprobes {
     /// forking thread.
     pub fn on_fork(&self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
         let mut reg = self.registry.lock();
-        let Some(parent_state) = reg.procs.get(parent) else {
+        let Some(state) = reg
+            .procs
+            .get(parent)
+            .map(|p| p.forked(parent_tid, child_tid))
+        else {
             return;
         };
-        let mut state = parent_state.clone();
-        let returns = state.threads.remove(parent_tid).map(|t| t.returns);
-        state.threads = AddrMap::new();
-        state.xol.forget_steppers();
-        if let Some(returns) = returns {
-            state.threads.insert(
-                child_tid,
-                ThreadState {
-                    returns,
-                    stepping: None,
-                },
-            );
-        }
-        reg.procs.insert(child, state);
+        let old = reg.procs.insert(child, state);
+        drop(reg);
+        drop(old); // a stale state of `child`, freed outside the lock
     }
 
     /// Call when a process exits: drops its state.

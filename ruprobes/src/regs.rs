@@ -77,11 +77,12 @@ impl UserRegs for TrapContext {
 
 impl TrapContext {
     /// A frame holding the registers and pc of `regs`.
+    #[allow(clippy::field_reassign_with_default)] // see below
     pub fn from_regs(regs: &dyn UserRegs) -> Self {
-        let mut cx = TrapContext {
-            sepc: regs.pc(),
-            ..TrapContext::default()
-        };
+        // Assigned after `default()`: a struct literal (with `..default()` or an `x: [0; 32]`)
+        // is a second big temporary in the frame of an unoptimised build.
+        let mut cx = TrapContext::default();
+        cx.sepc = regs.pc();
         for n in 1..32 {
             cx.x[n] = regs.reg(n);
         }

@@ -128,12 +128,20 @@ fn call(handler: &SeedHandler, regs: &mut dyn UserRegs, addr: usize) {
     let mut handler = handler.lock();
     match regs.as_trap_context() {
         Some(cx) => handler(cx, addr),
-        None => {
-            let mut cx = TrapContext::from_regs(regs);
-            handler(&mut cx, addr);
-            cx.store_into(regs);
-        }
+        None => call_on_copy(&mut *handler, regs, addr),
     }
+}
+
+/// Calls `handler` on a [`TrapContext`] copy of `regs`, stored back after (its own
+/// function: the copy is a big value).
+fn call_on_copy(
+    handler: &mut (dyn FnMut(&mut TrapContext, usize) + Send),
+    regs: &mut dyn UserRegs,
+    addr: usize,
+) {
+    let mut cx = TrapContext::from_regs(regs);
+    handler(&mut cx, addr);
+    cx.store_into(regs);
 }
 
 /// Registers a probe on `addr` of the program at `path`; arms it in the current process if

@@ -14,45 +14,57 @@ impl Insn {
     pub fn execute(&self, regs: &mut dyn UserRegs) -> bool {
         let pc = regs.pc() as u64;
         let next = pc.wrapping_add(self.len() as u64);
-        let read = |regs: &dyn UserRegs, r: u8| regs.reg(usize::from(r)) as u64;
-        let (rd, value, new_pc) = match self.op() {
-            Op::Lui { rd, imm } => (rd, imm as u64, next),
-            Op::Auipc { rd, imm } => (rd, pc.wrapping_add(imm as u64), next),
-            Op::Jal { rd, offset } => (rd, next, pc.wrapping_add(offset as u64)),
-            Op::Jalr { rd, rs1, offset } => {
-                // rs1 is read before rd is written: `jalr ra, 0(ra)` jumps to the old ra.
-                let target = read(regs, rs1).wrapping_add(offset as u64) & !1;
-                (rd, next, target)
-            }
+        // One small function per kind: unoptimised builds give every arm's temporaries
+        // their own stack slots.
+        match self.op() {
+            Op::Lui { rd, imm } => retire(regs, rd, imm as u64, next),
+            Op::Auipc { rd, imm } => retire(regs, rd, pc.wrapping_add(imm as u64), next),
+            Op::Jal { rd, offset } => retire(regs, rd, next, pc.wrapping_add(offset as u64)),
+            Op::Jalr { rd, rs1, offset } => jalr(regs, rd, rs1, offset, next),
             Op::Branch {
                 cond,
                 rs1,
                 rs2,
                 offset,
-            } => {
-                let taken = cond.holds(read(regs, rs1), read(regs, rs2));
-                let target = if taken {
-                    pc.wrapping_add(offset as u64)
-                } else {
-                    next
-                };
-                (0, 0, target)
-            }
+            } => branch(regs, cond, rs1, rs2, pc.wrapping_add(offset as u64), next),
             Op::Alu { alu, rd, rs1, rhs } => {
-                let b = match rhs {
-                    Rhs::Reg(rs2) => read(regs, rs2),
-                    Rhs::Imm(imm) => imm as u64,
-                };
-                (rd, alu.apply(read(regs, rs1), b), next)
+                let value = alu.apply(read(regs, rs1), operand(regs, rhs));
+                retire(regs, rd, value, next)
             }
             Op::Xol => return false,
-        };
-        if rd != 0 {
-            regs.set_reg(usize::from(rd), value as usize);
         }
-        regs.set_pc(new_pc as usize);
         true
     }
+}
+
+fn read(regs: &dyn UserRegs, r: u8) -> u64 {
+    regs.reg(usize::from(r)) as u64
+}
+
+fn operand(regs: &dyn UserRegs, rhs: Rhs) -> u64 {
+    match rhs {
+        Rhs::Reg(rs2) => read(regs, rs2),
+        Rhs::Imm(imm) => imm as u64,
+    }
+}
+
+/// Writes `value` to `rd` (unless x0) and moves the pc to `new_pc`.
+fn retire(regs: &mut dyn UserRegs, rd: u8, value: u64, new_pc: u64) {
+    if rd != 0 {
+        regs.set_reg(usize::from(rd), value as usize);
+    }
+    regs.set_pc(new_pc as usize);
+}
+
+fn jalr(regs: &mut dyn UserRegs, rd: u8, rs1: u8, offset: i64, next: u64) {
+    // rs1 is read before rd is written: `jalr ra, 0(ra)` jumps to the old ra.
+    let target = read(regs, rs1).wrapping_add(offset as u64) & !1;
+    retire(regs, rd, next, target);
+}
+
+fn branch(regs: &mut dyn UserRegs, cond: Cond, rs1: u8, rs2: u8, target: u64, next: u64) {
+    let taken = cond.holds(read(regs, rs1), read(regs, rs2));
+    retire(regs, 0, 0, if taken { target } else { next });
 }
 
 impl Cond {
