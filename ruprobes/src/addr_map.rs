@@ -171,6 +171,21 @@ impl<V> AddrMap<V> {
         }
     }
 
+    /// How many slots the table has, for [`value_at`](Self::value_at).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The value in slot `i`, if it holds one: with [`slot_count`](Self::slot_count), a
+    /// walk over the map without iterator adaptors, whose state is big in unoptimised
+    /// builds.
+    pub fn value_at(&self, i: usize) -> Option<&V> {
+        match self.slots.get(i) {
+            Some(Some((_, value))) => Some(value),
+            _ => None,
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (usize, &V)> {
         self.slots.iter().flatten().map(|(k, v)| (*k, v))
     }

@@ -390,7 +390,11 @@ impl Process {
         wants_return: bool,
     ) -> Result<(), Error> {
         if !self.armed.contains(probe.addr) {
-            return self.arm_new(space, probe, wants_return);
+            // Nothing armed yet: read and check the original, then arm it.
+            return match self.read_original(space, probe.addr) {
+                Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
+                Err(e) => Err(e),
+            };
         }
         // Already a breakpoint here: keep the recorded original, never re-read it.
         if wants_return {
@@ -400,20 +404,6 @@ impl Process {
             armed.probe = probe.clone();
         }
         Ok(())
-    }
-
-    /// Arms `probe` where nothing is armed yet: reads and checks the original, then
-    /// [`arm_insn`](Self::arm_insn).
-    fn arm_new(
-        &mut self,
-        space: &mut dyn UserSpace,
-        probe: &Arc<Probe>,
-        wants_return: bool,
-    ) -> Result<(), Error> {
-        match self.read_original(space, probe.addr) {
-            Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
-            Err(e) => Err(e),
-        }
     }
 
     /// Arms `probe` on its original instruction `insn`: takes an XOL slot if it needs one,
@@ -530,7 +520,10 @@ impl Process {
         probes: &AddrMap<Arc<Probe>>,
     ) -> Option<Error> {
         let mut first_error = None;
-        for (_, probe) in probes.iter() {
+        for i in 0..probes.slot_count() {
+            let Some(probe) = probes.value_at(i) else {
+                continue;
+            };
             if let Err(e) = self.arm_and_record(space, probe) {
                 first_error.get_or_insert(e);
             }
