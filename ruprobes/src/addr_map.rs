@@ -133,10 +133,10 @@ impl<V> AddrMap<V> {
 
     /// Places every entry of `old` (a smaller table) in this one.
     fn rehash(&mut self, mut old: Array<Option<(usize, V)>>) {
-        // Moved one at a time through `take`: no by-value iterator of whole slots, whose
+        // Moved one at a time through `take`, by index: no iterator, whose state and
         // temporaries would fill the frame of an unoptimised build.
-        for slot in old.iter_mut() {
-            if let Some((addr, value)) = slot.take() {
+        for i in 0..old.len() {
+            if let Some((addr, value)) = old.get_mut(i).and_then(Option::take) {
                 self.place(addr, value);
             }
         }

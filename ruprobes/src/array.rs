@@ -29,14 +29,6 @@ unsafe impl<T: Send> Send for Array<T> {}
 // SAFETY: as above: `&Array<T>` only hands out `&T`.
 unsafe impl<T: Sync> Sync for Array<T> {}
 
-/// The layout of `cap` elements of layout `elem`; `None` past `isize::MAX` bytes.
-fn layout_of(elem: Layout, cap: usize) -> Option<Layout> {
-    match elem.size().checked_mul(cap) {
-        Some(size) => Layout::from_size_align(size, elem.align()).ok(),
-        None => None,
-    }
-}
-
 /// Reallocates the buffer at `ptr`, which holds `old` elements of layout `elem` (`old == 0`:
 /// nothing allocated yet), to hold `new` elements (`new > old`). Out of memory, or a size
 /// beyond `isize::MAX`, goes to `handle_alloc_error`, as with `Vec`.
@@ -53,13 +45,13 @@ fn resize(ptr: NonNull<u8>, elem: Layout, old: usize, new: usize) -> NonNull<u8>
         // allocate for zero-sized elements) and `new > 0`.
         unsafe { alloc::alloc::alloc(layout) }
     } else {
-        // SAFETY: `ptr` was allocated by this allocator for `old` elements of `elem` (the
-        // old size is smaller than the new one, so it fits too), and the new size is
-        // non-zero and fits `isize` (`layout` exists).
-        unsafe {
-            let old_layout = Layout::from_size_align_unchecked(elem.size() * old, elem.align());
-            alloc::alloc::realloc(ptr.as_ptr(), old_layout, layout.size())
-        }
+        // The old size is smaller than the new one, so its layout exists too.
+        let Ok(old_layout) = Layout::from_size_align(elem.size() * old, elem.align()) else {
+            alloc::alloc::handle_alloc_error(layout);
+        };
+        // SAFETY: `ptr` was allocated by this allocator with `old_layout`, and the new
+        // size is non-zero and fits `isize` (`layout` exists).
+        unsafe { alloc::alloc::realloc(ptr.as_ptr(), old_layout, layout.size()) }
     };
     match NonNull::new(raw) {
         Some(p) => p,
@@ -72,7 +64,8 @@ fn release(ptr: NonNull<u8>, elem: Layout, cap: usize) {
     if elem.size() == 0 || cap == 0 {
         return;
     }
-    if let Some(layout) = layout_of(elem, cap) {
+    // The size was valid when `resize` allocated it.
+    if let Ok(layout) = Layout::from_size_align(elem.size() * cap, elem.align()) {
         // SAFETY: `ptr` was allocated by `resize` with exactly this layout.
         unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) };
     }

@@ -420,12 +420,9 @@ impl Process {
                 return Err(e);
             }
         }
-        let slot = match insn.class() {
-            Class::Xol => match self.take_slot(space, probe.addr, insn) {
-                Ok(slot) => Some(slot),
-                Err(e) => return Err(e),
-            },
-            Class::Simulate | Class::Emulate => None,
+        let slot = match self.slot_for(space, probe.addr, insn) {
+            Ok(slot) => slot,
+            Err(e) => return Err(e),
         };
         if let Err(e) = write_breakpoint(space, probe.addr, insn.len()) {
             if let Some(slot) = slot {
@@ -433,25 +430,38 @@ impl Process {
             }
             return Err(e);
         }
+        self.record_armed(probe, insn, slot);
+        Ok(())
+    }
+
+    /// An XOL slot holding `insn` for the probe at `addr` (on a new page if needed), when
+    /// `insn` is stepped out of line.
+    fn slot_for(
+        &mut self,
+        space: &mut dyn UserSpace,
+        addr: usize,
+        insn: &Insn,
+    ) -> Result<Option<usize>, Error> {
+        if insn.class() != Class::Xol {
+            return Ok(None);
+        }
+        if let Err(e) = self.xol.reserve_slot(space) {
+            return Err(e);
+        }
+        match self.xol.alloc(space, addr, insn) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Enters the armed `probe` (original `insn`, XOL `slot`); its address was not armed.
+    fn record_armed(&mut self, probe: &Arc<Probe>, insn: &Insn, slot: Option<usize>) {
         let armed = Armed {
             probe: probe.clone(),
             insn: *insn,
             slot,
         };
-        // `addr` was not armed: nothing is replaced.
         self.armed.insert(probe.addr, armed);
-        Ok(())
-    }
-
-    /// An XOL slot holding `insn` for the probe at `addr`, on a new page if needed.
-    fn take_slot(
-        &mut self,
-        space: &mut dyn UserSpace,
-        addr: usize,
-        insn: &Insn,
-    ) -> Result<usize, Error> {
-        self.xol.reserve_slot(space)?;
-        self.xol.alloc(space, addr, insn)
     }
 
     /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.

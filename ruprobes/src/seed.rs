@@ -157,7 +157,7 @@ pub fn uprobe_register(
     let consumer = seed_consumer(handler, post_handler, ptype);
     match ENGINE.register(&path, addr, consumer, Some(&mut KernelSpace)) {
         Ok(id) => {
-            REGISTRATIONS.lock().push((path, addr, id));
+            remember(path, addr, id);
             0
         }
         Err(e) => {
@@ -165,6 +165,11 @@ pub fn uprobe_register(
             e.errno()
         }
     }
+}
+
+/// Records a registration made through this face, for [`uprobe_unregister`].
+fn remember(path: String, addr: usize, id: ConsumerId) {
+    REGISTRATIONS.lock().push((path, addr, id));
 }
 
 /// The consumer that calls a seed probe's handlers.
@@ -245,8 +250,13 @@ fn current_exec_path(buf: &mut [u8]) -> Option<&str> {
 /// formats, which needs a big frame).
 fn exec(path: &str) {
     if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path) {
-        log::warn!("ruprobes: uprobes_init {path}: {e}");
+        warn_exec_failed(path, e);
     }
+}
+
+/// Logs a failed exec hook (its own function: formatting has a big frame).
+fn warn_exec_failed(path: &str, e: Error) {
+    log::warn!("ruprobes: uprobes_init {path}: {e}");
 }
 
 /// Call on a breakpoint trap (`scause` = 3) from user mode. Returns `false` if the

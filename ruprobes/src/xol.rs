@@ -89,11 +89,11 @@ impl Xol {
     /// more page as needed. Separate from [`alloc`](Self::alloc) so the page mapping and
     /// the slot write are not nested on the stack.
     pub fn reserve_slot(&mut self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        if self.pages.is_empty() {
-            self.add_page(space)?;
-        }
-        if self.free.is_empty() {
-            self.add_page(space)?;
+        // The first page brings free slots, so this maps at most one page.
+        while self.pages.is_empty() || self.free.is_empty() {
+            if let Err(e) = self.add_page(space) {
+                return Err(e);
+            }
         }
         Ok(())
     }
