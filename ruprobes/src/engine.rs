@@ -841,29 +841,7 @@ impl Uprobes {
             drop(reg);
             return self.trampoline_hit(space, regs);
         }
-        let step = proc
-            .threads
-            .get_mut(space.tid())
-            .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
-        if let Some(step) = step {
-            proc.xol.unpin(step.slot);
-            drop(reg);
-            finish_step(space, regs, &step);
-            return Trap::Handled;
-        }
-        // No probe here (any more): a probe removed between the trap and the lock left
-        // the original instruction behind (or this hart ran a stale copy of the
-        // breakpoint): run it again. Any other breakpoint (the program's own, a jump into
-        // a slot) is not ours. Decided under the lock, which every write of a breakpoint
-        // holds: a probe armed here again just now must not pass for the program's own.
-        let restart = !is_breakpoint_at(space, pc);
-        drop(reg);
-        if restart {
-            space.flush_icache(pc, 4);
-            Trap::Handled
-        } else {
-            Trap::NotOurs
-        }
+        step_end_or_other(reg, space, regs, pc)
     }
 
     fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: Armed) -> Trap {
@@ -992,6 +970,43 @@ impl Uprobes {
 /// The slot a hit on `armed` steps in, if its instruction runs out of line.
 fn step_slot(armed: &Armed) -> Option<usize> {
     armed.slot.filter(|_| armed.insn.class() == Class::Xol)
+}
+
+/// The rest of [`Uprobes::handle_breakpoint`] under its lock `reg`, in a function of its own
+/// (small frames in unoptimised builds): the end of an out-of-line step, or a breakpoint
+/// that is not (or no longer) a probe's.
+fn step_end_or_other(
+    mut reg: spin::MutexGuard<'_, Registry>,
+    space: &mut dyn UserSpace,
+    regs: &mut dyn UserRegs,
+    pc: usize,
+) -> Trap {
+    let Some(proc) = reg.procs.get_mut(space.pid()) else {
+        return Trap::NotOurs;
+    };
+    let step = proc
+        .threads
+        .get_mut(space.tid())
+        .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
+    if let Some(step) = step {
+        proc.xol.unpin(step.slot);
+        drop(reg);
+        finish_step(space, regs, &step);
+        return Trap::Handled;
+    }
+    // No probe here (any more): a probe removed between the trap and the lock left
+    // the original instruction behind (or this hart ran a stale copy of the
+    // breakpoint): run it again. Any other breakpoint (the program's own, a jump into
+    // a slot) is not ours. Decided under the lock, which every write of a breakpoint
+    // holds: a probe armed here again just now must not pass for the program's own.
+    let restart = !is_breakpoint_at(space, pc);
+    drop(reg);
+    if restart {
+        space.flush_icache(pc, 4);
+        Trap::Handled
+    } else {
+        Trap::NotOurs
+    }
 }
 
 /// The breakpoint after an instruction stepped out of line: back to the probed code, then
