@@ -1,14 +1,15 @@
 //! `cargo xtask stack-check`: proves the core's kernel-stack budget from its object code.
 //!
-//! Builds `ruprobes` for `riscv64gc-unknown-none-elf` in release and in debug (opt-level 1,
-//! or the one given), with and without `seed`, into `target/stack-check`, then reads the
+//! Builds `ruprobes` for `riscv64gc-unknown-none-elf` in release and in debug (opt-level 1
+//! and 0, or the one given), with and without `seed`, into `target/stack-check`, then reads the
 //! object files of the rlibs it links (the core, its dependencies, and the target's `core`, `alloc` and
 //! `compiler_builtins`). For every function it decodes the stack-pointer adjustments
 //! (`addi sp,sp,-N`, `c.addi16sp`, `c.addi sp`, and `lui/addi(w)` + `sub`/`add sp,sp,rX` for
 //! big frames) and, from the call relocations (`call`, `tail`, `jal`), its direct callees.
 //!
 //! It fails when a function of the core has a frame over [`FRAME_LIMIT`] bytes, or when the
-//! deepest direct call chain of a public entry point needs more than [`PEAK_LIMIT`] bytes.
+//! deepest direct call chain of a public entry point needs more than [`PEAK_LIMIT`] bytes
+//! (at opt-level 0 only reported, for now: see [`DEBUG_OPT_LEVELS`]).
 //! Indirect calls (through `dyn UserSpace` / `dyn UserRegs`, handler closures, the logger)
 //! and the kernel's `extern "C"` hooks run the kernel's code on the same stack: they are the
 //! kernel's budget and are not counted (the output says so and names the external symbols).
@@ -73,6 +74,8 @@ struct Config {
     /// `None`: release; `Some(n)`: the dev profile at opt-level `n`.
     debug_opt_level: Option<u8>,
     seed: bool,
+    /// Whether entry points over [`PEAK_LIMIT`] fail the check (else they are reported).
+    peaks_enforced: bool,
 }
 
 impl Config {
@@ -92,12 +95,13 @@ impl Config {
     }
 }
 
-/// The debug builds checked by default: opt-level 1, this workspace's dev profile (debug
-/// assertions and overflow checks on). Opt-level 0, what a kernel's own dev profile compiles
-/// the core at unless told otherwise, keeps every frame within [`FRAME_LIMIT`] but not yet
-/// every entry point within [`PEAK_LIMIT`] (docs/PORTING.md §9 has the figures): measure it
-/// with `--report --debug-opt-level 0`, and add it here once it passes.
-const DEBUG_OPT_LEVELS: [u8; 1] = [1];
+/// The debug builds checked by default, with whether their entry-point peaks are enforced:
+/// opt-level 1, this workspace's dev profile (debug assertions and overflow checks on), in
+/// full; opt-level 0, what a kernel's own dev profile compiles the core at unless told
+/// otherwise, for its frames only: every frame fits [`FRAME_LIMIT`], but not yet every entry
+/// point [`PEAK_LIMIT`] (docs/PORTING.md §9 has the figures; `--debug-opt-level 0` checks
+/// it in full).
+const DEBUG_OPT_LEVELS: [(u8, bool); 2] = [(1, true), (0, false)];
 
 const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N] [--top N]";
 
@@ -130,29 +134,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unexpected argument `{other}` ({USAGE})")),
         }
     }
-    let profiles: Vec<Option<u8>> = match only_level {
-        Some(n) => vec![Some(n)],
+    let profiles: Vec<(Option<u8>, bool)> = match only_level {
+        Some(n) => vec![(Some(n), true)],
         None => DEBUG_OPT_LEVELS
             .iter()
-            .map(|&n| Some(n))
-            .chain([None])
+            .map(|&(n, peaks)| (Some(n), peaks))
+            .chain([(None, true)])
             .collect(),
     };
     let root = repo_root();
     let target_dir = root.join("target").join("stack-check");
     let sysroot_libs = sysroot_libs()?;
     let mut failures = Vec::new();
-    for debug_opt_level in profiles {
+    let mut reported = Vec::new();
+    for (debug_opt_level, peaks_enforced) in profiles {
         for seed in [false, true] {
             let config = Config {
                 debug_opt_level,
                 seed,
+                peaks_enforced,
             };
             let rlibs = build(&root, &target_dir, &config)?;
             let mut inputs = rlibs;
             inputs.extend(sysroot_libs.iter().cloned());
             let program = Program::load(&inputs)?;
-            failures.extend(report(&program, &config, top));
+            failures.extend(report(&program, &config, top, &mut reported));
         }
     }
     println!(
@@ -166,7 +172,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if failures.is_empty() || report_only {
         println!(
-            "stack-check: every frame of the core <= {FRAME_LIMIT} bytes and every entry point <= {PEAK_LIMIT} bytes{}",
+            "stack-check: every frame of the core <= {FRAME_LIMIT} bytes and every entry point <= {PEAK_LIMIT} bytes{}{}",
+            if reported.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", except {} entry points in builds whose peaks are only reported (above)",
+                    reported.len()
+                )
+            },
             if failures.is_empty() { "" } else { ": NO (report only)" }
         );
         Ok(())
@@ -264,8 +278,14 @@ fn build(root: &Path, target_dir: &Path, config: &Config) -> Result<Vec<(PathBuf
     Ok(rlibs)
 }
 
-/// Prints the report of one build; returns its budget violations.
-fn report(program: &Program, config: &Config, top: usize) -> Vec<String> {
+/// Prints the report of one build; returns its budget violations. Entry points over budget
+/// in a build whose peaks are not enforced go to `reported` instead.
+fn report(
+    program: &Program,
+    config: &Config,
+    top: usize,
+    reported: &mut Vec<String>,
+) -> Vec<String> {
     let label = config.label();
     let mut failures = Vec::new();
     println!("\nstack-check: {label}");
@@ -316,9 +336,16 @@ fn report(program: &Program, config: &Config, top: usize) -> Vec<String> {
             .collect();
         println!("  {peak:>7}  {name}\n           {}", path.join(" -> "));
         if peak > PEAK_LIMIT {
-            failures.push(format!(
-                "{label}: {name} peaks at {peak} bytes (limit {PEAK_LIMIT})"
-            ));
+            if config.peaks_enforced {
+                failures.push(format!(
+                    "{label}: {name} peaks at {peak} bytes (limit {PEAK_LIMIT})"
+                ));
+            } else {
+                println!(
+                    "           over {PEAK_LIMIT} bytes: reported, not enforced in this build"
+                );
+                reported.push(format!("{label}: {name} peaks at {peak} bytes"));
+            }
         }
         external.extend(peaks.external_below(root));
     }
