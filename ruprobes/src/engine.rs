@@ -65,6 +65,9 @@ struct Process {
     armed: AddrMap<Armed>,
     xol: Xol,
     threads: AddrMap<ThreadState>,
+    /// Breakpoints are `c.ebreak` on 32-bit instructions too (see
+    /// [`Uprobes::set_compressed_breakpoints`]).
+    compressed_breakpoints: bool,
 }
 
 /// The engine's state. Every map is an [`AddrMap`] (or a short list), not a `BTreeMap`:
@@ -80,6 +83,8 @@ struct Registry {
     next_id: usize,
     /// Reads a program's bytes before it runs, to check probes at registration.
     image_reader: Option<ImageReader>,
+    /// Whether processes exec'd from now on get `c.ebreak` on 32-bit instructions too.
+    compressed_breakpoints: bool,
 }
 
 impl Registry {
@@ -90,6 +95,7 @@ impl Registry {
             procs: AddrMap::new(),
             next_id: 1,
             image_reader: None,
+            compressed_breakpoints: false,
         }
     }
 
@@ -269,6 +275,32 @@ pub struct Uprobes {
     registry: spin::Mutex<Registry>,
     /// Probed instructions executed in the trap (see [`Uprobes::executed_in_trap`]).
     executed_in_trap: AtomicU64,
+    /// See [`TrapStats`].
+    trap_counters: TrapCounters,
+}
+
+/// How the trap path met the registry lock, and how often a trap outlived its probe: for
+/// a kernel to see whether hits on several harts serialise on the lock (see
+/// [`Uprobes::trap_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapStats {
+    /// Registry lock acquisitions on the trap path (one to three per breakpoint trap).
+    pub lock_acquisitions: u64,
+    /// Of those, how many found the lock held (by another hart, or a thread preempted
+    /// while holding it).
+    pub lock_contended: u64,
+    /// Spin-loop iterations spent waiting for it.
+    pub lock_spins: u64,
+    /// Breakpoint traps that found no probe at their pc any more (removed meanwhile, or a
+    /// stale copy of a breakpoint) and restarted the instruction.
+    pub restarted: u64,
+}
+
+struct TrapCounters {
+    lock_acquisitions: AtomicU64,
+    lock_contended: AtomicU64,
+    lock_spins: AtomicU64,
+    restarted: AtomicU64,
 }
 
 impl Default for Uprobes {
@@ -321,8 +353,15 @@ fn decode_or_refuse(addr: usize, raw: u32, len: Option<usize>) -> Result<Insn, E
     }
 }
 
-fn write_breakpoint(space: &mut dyn UserSpace, addr: usize, len: usize) -> Result<(), Error> {
-    let result = if len == 2 {
+/// Writes the breakpoint over the `len`-byte instruction at `addr`: `c.ebreak` over a
+/// 16-bit one, or over any with `compressed`; else `ebreak`.
+fn write_breakpoint(
+    space: &mut dyn UserSpace,
+    addr: usize,
+    len: usize,
+    compressed: bool,
+) -> Result<(), Error> {
+    let result = if len == 2 || compressed {
         space.write(addr, &C_EBREAK.to_le_bytes())
     } else {
         space.write(addr, &EBREAK.to_le_bytes())
@@ -352,6 +391,7 @@ impl Process {
             armed: AddrMap::new(),
             xol: Xol::default(),
             threads: AddrMap::new(),
+            compressed_breakpoints: false,
         })
     }
 
@@ -363,6 +403,7 @@ impl Process {
             armed: self.armed.clone(),
             xol: self.xol.clone(),
             threads: AddrMap::new(),
+            compressed_breakpoints: self.compressed_breakpoints,
         });
         state.xol.forget_steppers();
         if let Some(parent) = self.threads.get(parent_tid) {
@@ -424,7 +465,8 @@ impl Process {
             Ok(slot) => slot,
             Err(e) => return Err(e),
         };
-        if let Err(e) = write_breakpoint(space, probe.addr, insn.len()) {
+        let compressed = self.compressed_breakpoints;
+        if let Err(e) = write_breakpoint(space, probe.addr, insn.len(), compressed) {
             if let Some(slot) = slot {
                 self.xol.release(slot);
             }
@@ -622,7 +664,46 @@ impl Uprobes {
             Uprobes {
                 registry: spin::Mutex::new(Registry::new()),
                 executed_in_trap: AtomicU64::new(0),
+                trap_counters: TrapCounters {
+                    lock_acquisitions: AtomicU64::new(0),
+                    lock_contended: AtomicU64::new(0),
+                    lock_spins: AtomicU64::new(0),
+                    restarted: AtomicU64::new(0),
+                },
             }
+        }
+    }
+
+    /// The registry lock, for the trap path: counts acquisitions, contention and spins.
+    fn trap_lock(&self) -> spin::MutexGuard<'_, Registry> {
+        let counters = &self.trap_counters;
+        counters.lock_acquisitions.fetch_add(1, Ordering::Relaxed);
+        if let Some(reg) = self.registry.try_lock() {
+            return reg;
+        }
+        counters.lock_contended.fetch_add(1, Ordering::Relaxed);
+        let mut spins = 0;
+        let reg = loop {
+            while self.registry.is_locked() {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+            if let Some(reg) = self.registry.try_lock() {
+                break reg;
+            }
+        };
+        counters.lock_spins.fetch_add(spins, Ordering::Relaxed);
+        reg
+    }
+
+    /// Counters of the trap path since the engine was made (see [`TrapStats`]).
+    pub fn trap_stats(&self) -> TrapStats {
+        let c = &self.trap_counters;
+        TrapStats {
+            lock_acquisitions: c.lock_acquisitions.load(Ordering::Relaxed),
+            lock_contended: c.lock_contended.load(Ordering::Relaxed),
+            lock_spins: c.lock_spins.load(Ordering::Relaxed),
+            restarted: c.restarted.load(Ordering::Relaxed),
         }
     }
 
@@ -692,8 +773,9 @@ impl Uprobes {
         if space.pid() == NO_PID {
             return Err(Error::UnknownProcess(NO_PID));
         }
-        let fresh = Process::boxed(path);
+        let mut fresh = Process::boxed(path);
         let mut reg = self.registry.lock();
+        fresh.compressed_breakpoints = reg.compressed_breakpoints;
         let old = reg.procs.insert(space.pid(), fresh);
         let result = reg.sync(space);
         drop(reg);
@@ -769,6 +851,18 @@ impl Uprobes {
         self.registry.lock().image_reader = reader;
     }
 
+    /// Breakpoints on 32-bit instructions are the 2-byte `c.ebreak` in their first parcel
+    /// (as Linux does on harts with the C extension), for processes exec'd after this
+    /// call; otherwise the 4-byte `ebreak`. Only the first 16-bit parcel then ever changes,
+    /// so another hart fetching the instruction while it is armed or restored sees either
+    /// the whole original or the breakpoint, even where 32-bit fetches are not atomic (QEMU
+    /// fetches a 32-bit instruction as two 16-bit parcels: a 4-byte `ebreak` written over
+    /// `addi sp, sp, -16` was seen as `addi sp, zero, 1`). Only for harts with the C
+    /// extension.
+    pub fn set_compressed_breakpoints(&self, on: bool) {
+        self.registry.lock().compressed_breakpoints = on;
+    }
+
     /// The trampoline address of a process, once it has one.
     pub fn trampoline(&self, pid: Pid) -> Option<usize> {
         self.registry.lock().procs.get(pid)?.xol.trampoline()
@@ -779,7 +873,7 @@ impl Uprobes {
     /// back to the probed address (so the fault is reported where the program sees it) and
     /// returns `true`.
     pub fn fixup_fault(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> bool {
-        let mut reg = self.registry.lock();
+        let mut reg = self.trap_lock();
         let Some(proc) = reg.procs.get_mut(space.pid()) else {
             return false;
         };
@@ -816,7 +910,7 @@ impl Uprobes {
     pub fn handle_breakpoint(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
         let pc = regs.pc();
         let pid = space.pid();
-        let mut reg = self.registry.lock();
+        let mut reg = self.trap_lock();
         let Some(proc) = reg.procs.get_mut(pid) else {
             return Trap::NotOurs;
         };
@@ -841,7 +935,7 @@ impl Uprobes {
             drop(reg);
             return self.trampoline_hit(space, regs);
         }
-        step_end_or_other(reg, space, regs, pc)
+        step_end_or_other(reg, space, regs, pc, &self.trap_counters.restarted)
     }
 
     fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: Armed) -> Trap {
@@ -854,7 +948,7 @@ impl Uprobes {
         if regs.pc() != addr {
             // A handler redirected the thread: skip the instruction, and its slot.
             if let Some(slot) = step_slot(&armed) {
-                if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
+                if let Some(proc) = self.trap_lock().procs.get_mut(pid) {
                     proc.xol.unpin(slot);
                 }
             }
@@ -887,7 +981,7 @@ impl Uprobes {
         armed: &Armed,
         wants_return: bool,
     ) -> Result<bool, Trap> {
-        let mut reg = self.registry.lock();
+        let mut reg = self.trap_lock();
         let Some(proc) = reg.procs.get_mut(pid) else {
             return Err(Trap::NotOurs);
         };
@@ -918,7 +1012,7 @@ impl Uprobes {
         let mut orig_ra = None;
         loop {
             let ri = {
-                let mut reg = self.registry.lock();
+                let mut reg = self.trap_lock();
                 let Some(thread) = reg.procs.get_mut(pid).and_then(|p| p.threads.get_mut(tid))
                 else {
                     break;
@@ -980,6 +1074,7 @@ fn step_end_or_other(
     space: &mut dyn UserSpace,
     regs: &mut dyn UserRegs,
     pc: usize,
+    restarted: &AtomicU64,
 ) -> Trap {
     let Some(proc) = reg.procs.get_mut(space.pid()) else {
         return Trap::NotOurs;
@@ -1002,6 +1097,7 @@ fn step_end_or_other(
     let restart = !is_breakpoint_at(space, pc);
     drop(reg);
     if restart {
+        restarted.fetch_add(1, Ordering::Relaxed);
         space.flush_icache(pc, 4);
         Trap::Handled
     } else {

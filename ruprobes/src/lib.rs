@@ -65,7 +65,7 @@ pub mod testing;
 mod uretprobe;
 mod xol;
 
-pub use engine::{Trap, Uprobes};
+pub use engine::{Trap, TrapStats, Uprobes};
 pub use error::{Error, Fault, Unsupported};
 pub use probe::{Consumer, ConsumerId, EntryFn, Hit, ProbeStats, ProbeStatus, Return, ReturnFn};
 pub use regs::{abi, TrapContext, UserRegs};

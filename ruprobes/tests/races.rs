@@ -77,6 +77,7 @@ fn a_trap_whose_probe_was_removed_restarts_even_if_the_address_is_rearmed_meanwh
         "the stale breakpoint's trap was taken for the program's own"
     );
     assert_eq!(regs.pc(), TEXT, "the instruction is restarted");
+    assert_eq!(engine.trap_stats().restarted, 1);
     let id = churn.join().unwrap();
     // The restarted instruction now traps on the new probe, which is ours.
     let mut regs = regs_at(TEXT, 0x8000);
@@ -218,4 +219,52 @@ fn a_slot_removed_during_a_step_is_reused_after_the_step() {
         mem.lock().unwrap().text(4 * (slots + 1)),
         assemble(&vec![(LD, 4); slots + 1])
     );
+}
+
+/// With compressed breakpoints a 32-bit instruction gets `c.ebreak` in its first parcel
+/// only: the second never changes, so no fetch can combine halves of two instructions.
+#[test]
+fn compressed_breakpoints_change_only_the_first_parcel() {
+    let engine = Uprobes::new();
+    engine.set_compressed_breakpoints(true);
+    let code = assemble(&[(ADDI, 4), (LD, 4)]);
+    let mut space = FakeSpace::with_text(1, &code);
+    engine.on_exec(&mut space, PATH).unwrap();
+    let ids: Vec<_> = [TEXT, TEXT + 4]
+        .into_iter()
+        .map(|at| {
+            engine
+                .register(PATH, at, Consumer::new(), Some(&mut space))
+                .unwrap()
+        })
+        .collect();
+    let c_ebreak = 0x9002u16.to_le_bytes();
+    assert_eq!(space.peek(TEXT, 4), [&c_ebreak[..], &code[2..4]].concat());
+    assert_eq!(
+        space.peek(TEXT + 4, 4),
+        [&c_ebreak[..], &code[6..8]].concat()
+    );
+    // Both still hit: the emulated addi, and the load stepped out of line.
+    let mut regs = regs_at(TEXT, 0x8000);
+    assert_eq!(
+        engine.handle_breakpoint(&mut space, &mut regs),
+        Trap::Handled
+    );
+    assert_eq!((regs.pc(), regs.reg(2)), (TEXT + 4, 0x8000 - 16));
+    let mut regs = regs_at(TEXT + 4, 0x8000);
+    assert_eq!(
+        engine.handle_breakpoint(&mut space, &mut regs),
+        Trap::Handled
+    );
+    assert!(regs.pc() > XOL_BASE);
+    regs.set_pc(regs.pc() + 4);
+    assert_eq!(
+        engine.handle_breakpoint(&mut space, &mut regs),
+        Trap::Handled
+    );
+    assert_eq!(regs.pc(), TEXT + 8);
+    for id in ids {
+        engine.unregister(id, Some(&mut space)).unwrap();
+    }
+    assert_eq!(space.text(8), code);
 }
