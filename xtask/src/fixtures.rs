@@ -162,6 +162,11 @@ const FIXTURES: &[Fixture] = &[
         exit_code: 0,
         kind: Kind::Linux,
     },
+    Fixture {
+        name: "smp_hits",
+        exit_code: 0,
+        kind: Kind::Linux,
+    },
     // Over 50 million instructions: `cargo xtask perf` only.
     Fixture {
         name: "bench",

@@ -34,7 +34,13 @@ const PLAIN: &[&str] = &["-smp", HARTS];
 /// match too. (Several harts under `-icount` take minutes; one is enough here.)
 const EXACT_CLOCK: &[&str] = &["-smp", "1", "-icount", "shift=0"];
 /// The SMP scenarios the kernel must report `[smp] NAME: ok` for.
-const SMP_SCENARIOS: &[&str] = &["threads_probed", "fork_exit", "killed_in_xol", "own_ebreak"];
+const SMP_SCENARIOS: &[&str] = &[
+    "threads_probed",
+    "fork_exit",
+    "killed_in_xol",
+    "own_ebreak",
+    "hits_scaling",
+];
 /// The prefix of the kernel's SMP result lines.
 const SMP_LINE: &str = "[smp] ";
 /// The line the kernel prints after its last scenario.
