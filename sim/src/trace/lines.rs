@@ -23,6 +23,8 @@ pub(super) struct Lines {
     scratch: Buf,
     /// Any other line.
     spill: Vec<u8>,
+    /// The fixed start of recent lines.
+    prefixes: Prefixes,
 }
 
 impl Lines {
@@ -33,6 +35,7 @@ impl Lines {
                 len: 0,
             },
             spill: Vec::new(),
+            prefixes: Prefixes::new(),
         }
     }
 
@@ -40,7 +43,7 @@ impl Lines {
     pub(super) fn text(&mut self, event: &TraceEvent, fetched: &[(Arc<str>, Value)]) -> &[u8] {
         let buf = &mut self.scratch;
         buf.len = 0;
-        let fast = buf.event(event);
+        let fast = buf.event(event, &mut self.prefixes);
         if fast && fetched.is_empty() {
             buf.put(b"\n");
             return buf.line();
@@ -103,6 +106,66 @@ impl Lines {
     }
 }
 
+/// The fixed start of recent hit, post and return lines. With a probe on every
+/// instruction the same few thousand (probe, thread) pairs come back millions of times, and
+/// their pid, tid, symbol, offset and address need not be written again. One slot per
+/// (halfword-aligned) address and event kind, modulo the table size; a slot holds all it was
+/// written from, so another thread, or another location at a colliding or reused address
+/// (another image), just writes its own and takes the slot.
+struct Prefixes {
+    slots: Vec<Option<Prefix>>,
+}
+
+/// `a == b`, without comparing the bytes of a name both share (`Arc<str>` compares them).
+fn same(a: &Loc, b: &Loc) -> bool {
+    a.addr == b.addr
+        && match (&a.symbol, &b.symbol) {
+            (None, None) => true,
+            (Some((a, a_off)), Some((b, b_off))) => a_off == b_off && (Arc::ptr_eq(a, b) || a == b),
+            _ => false,
+        }
+}
+
+/// The events whose lines have a [`Prefix`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Hit,
+    Post,
+    Return,
+}
+
+struct Prefix {
+    kind: Kind,
+    pid: u64,
+    tid: u64,
+    at: Loc,
+    /// The prefix in its first `len` bytes; copied whole (one fixed-size copy).
+    text: [u8; Prefix::SIZE],
+    len: usize,
+}
+
+impl Prefix {
+    /// The longest prefix kept; longer ones (long names, huge ids) are written every time.
+    const SIZE: usize = 128;
+}
+
+impl Prefixes {
+    const SLOTS: usize = 8192;
+
+    fn new() -> Self {
+        Prefixes {
+            slots: (0..Self::SLOTS).map(|_| None).collect(),
+        }
+    }
+
+    fn slot(&mut self, addr: u64, kind: Kind) -> &mut Option<Prefix> {
+        let index = ((addr >> 1) as usize)
+            .wrapping_mul(3)
+            .wrapping_add(kind as usize);
+        &mut self.slots[index % Self::SLOTS]
+    }
+}
+
 /// A line built on the stack side of the writer: fixed-size copies instead of a capacity
 /// check and a copy call per piece.
 struct Buf {
@@ -125,24 +188,16 @@ impl Buf {
 
     /// Writes a hit, post or return event; `false` (nothing written) for other events and
     /// for symbol names too long for the buffer.
-    fn event(&mut self, event: &TraceEvent) -> bool {
+    fn event(&mut self, event: &TraceEvent, prefixes: &mut Prefixes) -> bool {
         match event {
             Event::Hit { pid, tid, at, args } if Self::fits(at) => {
-                self.who(*pid, *tid);
-                self.put(b" hit ");
-                self.location(at);
-                self.put(b" pc=");
-                self.hex(at.addr);
-                self.put(b" a0=");
+                self.prefix(prefixes, Kind::Hit, *pid, *tid, at);
                 self.hex(args[0]);
                 self.put(b" a1=");
                 self.hex(args[1]);
             }
             Event::Post { pid, tid, at, next } if Self::fits(at) => {
-                self.who(*pid, *tid);
-                self.put(b" post ");
-                self.location(at);
-                self.put(b" next=");
+                self.prefix(prefixes, Kind::Post, *pid, *tid, at);
                 self.hex(*next);
             }
             Event::Return {
@@ -151,15 +206,63 @@ impl Buf {
                 func,
                 value,
             } if Self::fits(func) => {
-                self.who(*pid, *tid);
-                self.put(b" ret ");
-                self.location(func);
-                self.put(b" a0=");
+                self.prefix(prefixes, Kind::Return, *pid, *tid, func);
                 self.hex(*value);
             }
             _ => return false,
         }
         true
+    }
+
+    /// Starts the line of a hit, post or return event at `at` with everything up to its
+    /// last varying field (`pid P hit LOC pc=0xADDR a0=`, `pid P post LOC next=`,
+    /// `pid P ret LOC a0=`): copied from `prefixes` when written before, else written and
+    /// kept there.
+    #[inline(always)]
+    fn prefix(&mut self, prefixes: &mut Prefixes, kind: Kind, pid: u64, tid: u64, at: &Loc) {
+        let slot = prefixes.slot(at.addr, kind);
+        match slot
+            .as_ref()
+            .filter(|p| p.kind == kind && p.pid == pid && p.tid == tid && same(&p.at, at))
+        {
+            Some(prefix) => {
+                self.bytes[..Prefix::SIZE].copy_from_slice(&prefix.text);
+                self.len = prefix.len;
+            }
+            None => self.new_prefix(slot, kind, pid, tid, at),
+        }
+    }
+
+    /// [`prefix`](Self::prefix) the first time: writes it and keeps it in `slot`.
+    #[cold]
+    #[inline(never)]
+    fn new_prefix(&mut self, slot: &mut Option<Prefix>, kind: Kind, pid: u64, tid: u64, at: &Loc) {
+        let (word, tail): (&[u8], &[u8]) = match kind {
+            Kind::Hit => (b" hit ", b" a0="),
+            Kind::Post => (b" post ", b" next="),
+            Kind::Return => (b" ret ", b" a0="),
+        };
+        self.len = 0;
+        self.who(pid, tid);
+        self.put(word);
+        self.location(at);
+        if kind == Kind::Hit {
+            self.put(b" pc=");
+            self.hex(at.addr);
+        }
+        self.put(tail);
+        if self.len <= Prefix::SIZE {
+            let mut text = [0; Prefix::SIZE];
+            text.copy_from_slice(&self.bytes[..Prefix::SIZE]);
+            *slot = Some(Prefix {
+                kind,
+                pid,
+                tid,
+                at: at.clone(),
+                text,
+                len: self.len,
+            });
+        }
     }
 
     /// Whether an event at `at` fits (symbol names are not bounded).
@@ -262,6 +365,7 @@ impl Buf {
 
     /// `{v:#x}`: 8 digits at a time (each nibble spread into a byte, then made ASCII),
     /// shifted so that the significant ones come first, written as 8-byte blocks.
+    #[inline(always)]
     fn hex(&mut self, v: u64) {
         let digits = (16 - v.leading_zeros() as usize / 4).max(1);
         self.put(b"0x");
@@ -429,6 +533,29 @@ mod tests {
     #[test]
     fn text_lines_are_the_display_form() {
         let fetched = fetched();
+        // One sink's buffers for every line too: kept prefixes of the same address with
+        // another symbol, offset, thread or event kind, and of colliding addresses, must
+        // not be reused.
+        let mut shared = Lines::new();
+        let colliding = (Prefixes::SLOTS as u64) * 2;
+        let mut all = events();
+        all.extend(events().into_iter().filter_map(|event| match event {
+            Event::Hit { pid, tid, at, args } => Some(Event::Hit {
+                pid,
+                tid,
+                at: Loc {
+                    addr: at.addr.wrapping_add(colliding),
+                    symbol: at.symbol,
+                },
+                args,
+            }),
+            _ => None,
+        }));
+        for event in &all {
+            let expected = format!("{event}\n");
+            let line = shared.text(event, &[]);
+            assert_eq!(String::from_utf8_lossy(line), expected);
+        }
         for event in events() {
             for values in [&fetched[..0], &fetched[..]] {
                 let mut expected = event.to_string();
