@@ -80,35 +80,56 @@ impl<V> AddrMap<V> {
         if let Some(slot) = self.get_mut(addr) {
             return Some(core::mem::replace(slot, value));
         }
-        self.insert_new(addr, value);
+        self.reserve(1);
+        // There is a free slot now (`fill` forgets the value if not: cannot happen).
+        Self::fill(self.vacant(addr), Some((addr, value)));
+        self.len += 1;
         None
     }
 
     /// The value at `addr`, inserted from `make` if there is none.
     pub fn get_or_insert_with(&mut self, addr: usize, make: impl FnOnce() -> V) -> Option<&mut V> {
         if !self.contains(addr) {
-            self.insert_new(addr, make());
+            self.reserve(1);
+            self.insert_reserved(addr, make);
         }
         self.get_mut(addr)
     }
 
-    /// Inserts a key that is not in the table.
-    fn insert_new(&mut self, addr: usize, value: V) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
+    /// Makes room for `additional` more keys without growing: for callers that insert
+    /// deep in a call chain ([`insert_reserved`](Self::insert_reserved)), so that growing
+    /// the table (which allocates and moves every entry) is not nested under it.
+    pub fn reserve(&mut self, additional: usize) {
+        let needed = self.len.saturating_add(additional).saturating_mul(2);
+        if needed > self.slots.len() {
+            self.grow(needed);
         }
-        self.place(addr, value);
     }
 
-    /// Puts a key that is not in the table into its first free slot (there is one: the
-    /// table is at most half full).
-    fn place(&mut self, addr: usize, value: V) {
+    /// Inserts `addr`, which is not in the table, with the value `make` returns, in room
+    /// made by [`reserve`](Self::reserve): never grows the table. `false` (and `make` not
+    /// called) if there is no free slot.
+    pub fn insert_reserved(&mut self, addr: usize, make: impl FnOnce() -> V) -> bool {
+        let Some(slot) = self.vacant(addr) else {
+            return false;
+        };
+        Self::fill(Some(slot), Some((addr, make())));
+        self.len += 1;
+        true
+    }
+
+    /// The first free slot of the search for `addr` (not in the table); `None` if the
+    /// table has no free slot.
+    fn vacant(&mut self, addr: usize) -> Option<&mut Option<(usize, V)>> {
+        if self.len >= self.slots.len() {
+            return None;
+        }
+        let mask = self.mask();
         let mut i = self.home(addr);
         while self.slots.get(i).is_some_and(Option::is_some) {
-            i = (i + 1) & self.mask();
+            i = (i + 1) & mask;
         }
-        Self::fill(self.slots.get_mut(i), Some((addr, value)));
-        self.len += 1;
+        self.slots.get_mut(i)
     }
 
     /// Writes `entry` into a free slot. A plain assignment would call the drop glue of the
@@ -117,27 +138,28 @@ impl<V> AddrMap<V> {
     fn fill(slot: Option<&mut Option<(usize, V)>>, entry: Option<(usize, V)>) {
         match slot {
             Some(slot) => core::mem::forget(core::mem::replace(slot, entry)),
-            // Cannot happen (callers pass an index inside the table); forgotten rather
+            // Cannot happen (callers pass a slot inside the table); forgotten rather
             // than dropped for the same reason.
             None => core::mem::forget(entry),
         }
     }
 
-    /// Doubles the table (at least [`MIN_SLOTS`]) and moves every entry into it.
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = core::mem::replace(&mut self.slots, Array::with_len(size, || None));
-        self.len = 0;
-        self.rehash(old);
-    }
-
-    /// Places every entry of `old` (a smaller table) in this one.
-    fn rehash(&mut self, mut old: Array<Option<(usize, V)>>) {
-        // Moved one at a time through `take`, by index: no iterator, whose state and
-        // temporaries would fill the frame of an unoptimised build.
+    /// Grows the table to the smallest power of two of at least `needed` (and
+    /// [`MIN_SLOTS`]) slots and moves every entry into it, one swap per entry: no entry
+    /// is copied through this function's frame.
+    fn grow(&mut self, needed: usize) {
+        let mut size = MIN_SLOTS;
+        while size < needed {
+            size = size.saturating_mul(2);
+        }
+        let mut old = core::mem::replace(&mut self.slots, Array::with_len(size, || None));
         for i in 0..old.len() {
-            if let Some((addr, value)) = old.get_mut(i).and_then(Option::take) {
-                self.place(addr, value);
+            let Some(from) = old.get_mut(i) else { break };
+            let Some(addr) = from.as_ref().map(|(key, _)| *key) else {
+                continue;
+            };
+            if let Some(to) = self.vacant(addr) {
+                core::mem::swap(from, to);
             }
         }
         // Every slot of `old` is `None` now: free it without its drop glue.
@@ -169,6 +191,13 @@ impl<V> AddrMap<V> {
                 hole = j;
             }
         }
+    }
+
+    /// Frees a map that holds nothing ([`is_empty`](Self::is_empty)) without the drop
+    /// glue of its values, whose call tree would count as the caller's stack. A map that
+    /// still held values would leak them, never free them twice: callers check first.
+    pub fn free_empty(self) {
+        self.slots.free_without_drop();
     }
 
     /// How many slots the table has, for [`value_at`](Self::value_at).

@@ -230,14 +230,12 @@ type Decoded = Result<Op, Unsupported>;
 const XOL: Decoded = Ok(Op::Xol);
 const ILLEGAL: Decoded = Err(Illegal);
 
-/// Bits `hi..=lo` of `x`, shifted down.
-/// (Wrapping operations: the arguments are constants in range, and unoptimised builds
-/// then need no overflow-panic paths here.)
+/// Bits `hi..=lo` of `x`, shifted down (`31 >= hi >= lo`: constants in range).
+/// (Plain operators: in unoptimised builds their overflow checks are a compare and a
+/// branch, where `wrapping_shr` and friends bring `unchecked_shr`'s precondition check
+/// and a bigger frame under every field read.)
 const fn bits(x: u32, hi: u32, lo: u32) -> u32 {
-    x.wrapping_shr(lo)
-        & 1u32
-            .wrapping_shl(hi.wrapping_sub(lo).wrapping_add(1))
-            .wrapping_sub(1)
+    (x >> lo) & (u32::MAX >> (31 - (hi - lo)))
 }
 
 /// Sign-extends the low `width` bits of `x`.

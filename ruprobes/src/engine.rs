@@ -9,7 +9,9 @@ use crate::array::{Array, Text};
 use crate::decode::{self, Class, Insn, C_EBREAK, EBREAK};
 use crate::error::Fault;
 use crate::error::{Error, Unsupported};
-use crate::probe::{Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, ProbeStatus, Return};
+use crate::probe::{
+    Consumer, ConsumerId, Consumers, Hit, Probe, ProbeStats, ProbeStatus, Retired, Return,
+};
 use crate::regs::{abi, UserRegs};
 use crate::space::{ImageReader, Pid, Tid, UserSpace, NO_PID};
 use crate::uretprobe::{ReturnInstance, ReturnStack};
@@ -85,6 +87,8 @@ struct Registry {
     image_reader: Option<ImageReader>,
     /// Whether processes exec'd from now on get `c.ebreak` on 32-bit instructions too.
     compressed_breakpoints: bool,
+    /// What the current call let go of, dropped once the lock is released ([`unlock`]).
+    retired: Retired,
 }
 
 impl Registry {
@@ -96,6 +100,7 @@ impl Registry {
             next_id: 1,
             image_reader: None,
             compressed_breakpoints: false,
+            retired: Retired::new(),
         }
     }
 
@@ -123,7 +128,7 @@ impl Registry {
         else {
             return Ok(false);
         };
-        proc.arm(space, probe, wants_return)?;
+        proc.arm(space, probe, wants_return, &mut self.retired)?;
         probe.set_status(ProbeStatus::Armed);
         Ok(true)
     }
@@ -134,9 +139,9 @@ impl Registry {
         let Some(proc) = self.procs.get_mut(pid) else {
             return Err(Error::UnknownProcess(pid));
         };
-        let mut first_error = proc.disarm_removed(space);
+        let mut first_error = proc.disarm_removed(space, &mut self.retired);
         if let Some((_, by_addr)) = self.probes.iter().find(|(p, _)| *p == proc.path) {
-            if let Some(e) = proc.arm_all(space, by_addr) {
+            if let Some(e) = proc.arm_all(space, by_addr, &mut self.retired) {
                 first_error.get_or_insert(e);
             }
         }
@@ -146,31 +151,36 @@ impl Registry {
         }
     }
 
-    /// [`Uprobes::register`] under the lock.
+    /// [`Uprobes::register`] under the lock, up to adding the consumer: the probe at
+    /// (`path`, `addr`) for `consumer`, and whether it is new, armed in `current` or
+    /// checked against the image. (The consumer is only borrowed: moving it costs frame
+    /// space at every level in unoptimised builds.)
     fn register(
         &mut self,
         path: &str,
         addr: usize,
-        consumer: Consumer,
+        consumer: &Consumer,
         current: Option<&mut dyn UserSpace>,
-    ) -> Result<ConsumerId, Error> {
-        let (probe, is_new) = match self.probe_for(path, addr, &consumer) {
+    ) -> Result<(Arc<Probe>, bool), Error> {
+        let (probe, is_new) = match self.probe_for(path, addr, consumer) {
             Ok(found) => found,
             Err(e) => return Err(e),
         };
         let wants_return = consumer.has_return() || probe.wants_return();
-        let armed = match self.arm_in_current(current, &probe, wants_return) {
-            Ok(armed) => armed,
-            Err(e) => return Err(e),
-        };
-        if !armed && is_new {
+        let checked = match self.arm_in_current(current, &probe, wants_return) {
             // Not running yet: check the instruction in the program's image, if the
             // kernel can read it, so that a refused probe fails now and not at every exec.
-            if let Err(e) = self.check_image(path, addr) {
-                return Err(e);
+            Ok(false) if is_new => self.check_image(path, addr),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => Ok((probe, is_new)),
+            Err(e) => {
+                self.retired.probe(probe);
+                Err(e)
             }
         }
-        Ok(self.add_consumer(probe, is_new, consumer))
     }
 
     /// The probe at (`path`, `addr`) and whether it is new; refuses a consumer that is
@@ -192,12 +202,14 @@ impl Registry {
     fn add_consumer(&mut self, probe: Arc<Probe>, is_new: bool, consumer: Consumer) -> ConsumerId {
         let id = ConsumerId(self.next_id);
         self.next_id += 1;
-        add_consumer(&probe, id, consumer);
+        self.retired.list(add_consumer(&probe, id, consumer));
         if is_new {
             self.add_probe(&probe);
         }
         // A fresh id: nothing is replaced.
-        self.consumers.insert(id.0, probe);
+        if let Some(old) = self.consumers.insert(id.0, probe) {
+            self.retired.probe(old);
+        }
         id
     }
 
@@ -213,7 +225,10 @@ impl Registry {
     fn add_probe(&mut self, probe: &Arc<Probe>) {
         match self.probes.iter_mut().find(|(p, _)| *p == probe.path) {
             Some((_, by_addr)) => {
-                by_addr.insert(probe.addr, probe.clone());
+                // A new probe: nothing is replaced.
+                if let Some(old) = by_addr.insert(probe.addr, probe.clone()) {
+                    self.retired.probe(old);
+                }
             }
             None => {
                 let mut by_addr = AddrMap::new();
@@ -225,12 +240,49 @@ impl Registry {
 
     /// Removes a probe from the by-path table.
     fn remove_probe(&mut self, probe: &Probe) {
-        if let Some(i) = self.probes.iter().position(|(p, _)| *p == probe.path) {
-            self.probes[i].1.remove(probe.addr);
-            if self.probes[i].1.is_empty() {
-                self.probes.swap_remove(i);
+        let Some(i) = self.probes.iter().position(|(p, _)| *p == probe.path) else {
+            return;
+        };
+        let Some((_, by_addr)) = self.probes.get_mut(i) else {
+            return;
+        };
+        if let Some(gone) = by_addr.remove(probe.addr) {
+            self.retired.probe(gone);
+        }
+        if by_addr.is_empty() {
+            if let Some((_, by_addr)) = self.probes.swap_remove(i) {
+                by_addr.free_empty();
             }
         }
+    }
+
+    /// [`Uprobes::unregister`] under the lock.
+    fn unregister(
+        &mut self,
+        id: ConsumerId,
+        current: Option<&mut dyn UserSpace>,
+    ) -> Result<(), Error> {
+        let Some(probe) = self.consumers.get(id.0).cloned() else {
+            return Err(Error::NotRegistered);
+        };
+        let list = consumers_without(&probe, id);
+        if list.is_empty() {
+            // Restore first: if that fails, nothing has changed and the call can be retried.
+            if let Some(space) = current {
+                if let Err(e) = self.disarm_in(space, &probe) {
+                    self.retired.probe(probe);
+                    return Err(e);
+                }
+            }
+            probe.mark_removed();
+            self.remove_probe(&probe);
+        }
+        self.retired.list(probe.set_consumers(Arc::new(list)));
+        if let Some(entry) = self.consumers.remove(id.0) {
+            self.retired.probe(entry);
+        }
+        self.retired.probe(probe);
+        Ok(())
     }
 
     /// Restores the original instruction of `probe` in `space`, if it is armed there.
@@ -243,17 +295,26 @@ impl Registry {
             .get(probe.addr)
             .is_some_and(|a| Arc::ptr_eq(&a.probe, probe))
         {
-            proc.disarm(space, probe.addr)?;
+            if let Some(gone) = proc.disarm(space, probe.addr)? {
+                self.retired.probe(gone);
+            }
         }
         Ok(())
     }
 }
 
-/// Appends `consumer` with `id` to the consumers of `probe`.
-fn add_consumer(probe: &Probe, id: ConsumerId, consumer: Consumer) {
+/// Releases the registry lock `reg`, then drops what the call retired under it.
+fn unlock(mut reg: spin::MutexGuard<'_, Registry>) {
+    let retired = reg.retired.take();
+    drop(reg);
+    drop(retired);
+}
+
+/// Appends `consumer` with `id` to the consumers of `probe`; the old list, to retire.
+fn add_consumer(probe: &Probe, id: ConsumerId, consumer: Consumer) -> Consumers {
     let mut list = Array::clone(&probe.consumers());
     list.push((id, consumer));
-    probe.set_consumers(Arc::new(list));
+    probe.set_consumers(Arc::new(list))
 }
 
 /// The consumers of `probe` but `id`.
@@ -314,18 +375,22 @@ fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
     (insn.raw().to_le_bytes(), insn.len())
 }
 
-/// Reads and decodes the instruction at `addr`, reading the second parcel only when the
-/// first says the instruction has one (the next page may be unmapped).
-fn read_insn(space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
-    decode_at(addr, &mut |at, buf| space.read(at, buf))
-}
-
 /// Reads `buf.len()` bytes at a user address: a process's memory or a program's image.
 type ReadFn<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), Fault> + 'a;
 
-/// Reads (through `read`) and decodes the instruction at `addr`: the second parcel only
-/// when the first says there is one.
+/// Reads (through `read`) and decodes the instruction at `addr`. Reading and decoding are
+/// siblings, each with its own small frame in unoptimised builds.
 fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
+    match read_raw(addr, read) {
+        Ok((raw, len)) => decode_or_refuse(addr, raw, len),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads (through `read`) the instruction at `addr`: its bits and length (`None`: an
+/// encoding longer than 32 bits). The second parcel only when the first says there is one
+/// (the next page may be unmapped).
+fn read_raw(addr: usize, read: &mut ReadFn<'_>) -> Result<(u32, Option<usize>), Error> {
     let mut bytes = [0u8; 4];
     if let Err(fault) = read(addr, &mut bytes[..2]) {
         return Err(Error::ReadFault(fault));
@@ -336,7 +401,7 @@ fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
             return Err(Error::ReadFault(fault));
         }
     }
-    decode_or_refuse(addr, u32::from_le_bytes(bytes), len)
+    Ok((u32::from_le_bytes(bytes), len))
 }
 
 /// Decodes `raw`, an instruction of `len` bytes at `addr` (`None`: an encoding longer than
@@ -407,9 +472,10 @@ impl Process {
         });
         state.xol.forget_steppers();
         if let Some(parent) = self.threads.get(parent_tid) {
-            let returns = parent.returns.clone();
-            state.threads.get_or_insert_with(child_tid, || ThreadState {
-                returns,
+            // Made in place (the closure owns nothing a missed call would drop).
+            state.threads.reserve(1);
+            state.threads.insert_reserved(child_tid, || ThreadState {
+                returns: parent.returns.clone(),
                 stepping: None,
             });
         }
@@ -424,25 +490,42 @@ impl Process {
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
     /// nothing has changed in memory or in `self`.
+    /// A probe object replaced in an armed entry goes to `retired`.
     fn arm(
         &mut self,
         space: &mut dyn UserSpace,
         probe: &Arc<Probe>,
         wants_return: bool,
+        retired: &mut Retired,
     ) -> Result<(), Error> {
-        if !self.armed.contains(probe.addr) {
-            // Nothing armed yet: read and check the original, then arm it.
-            return match self.read_original(space, probe.addr) {
-                Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
-                Err(e) => Err(e),
-            };
+        if self.armed.contains(probe.addr) {
+            return self.rearm(space, probe, wants_return, retired);
         }
-        // Already a breakpoint here: keep the recorded original, never re-read it.
+        // Nothing armed yet: read and check the original, then arm it. The room for its
+        // entry is made here, so that growing the table is not nested deeper.
+        self.armed.reserve(1);
+        match self.read_original(space, probe.addr) {
+            Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`arm`](Self::arm) where a breakpoint is already armed: keeps the recorded
+    /// original (never re-read: it is the breakpoint now) and points the entry at `probe`.
+    fn rearm(
+        &mut self,
+        space: &mut dyn UserSpace,
+        probe: &Arc<Probe>,
+        wants_return: bool,
+        retired: &mut Retired,
+    ) -> Result<(), Error> {
         if wants_return {
-            self.xol.ensure_trampoline(space)?;
+            if let Err(e) = self.xol.ensure_trampoline(space) {
+                return Err(e);
+            }
         }
         if let Some(armed) = self.armed.get_mut(probe.addr) {
-            armed.probe = probe.clone();
+            retired.probe(core::mem::replace(&mut armed.probe, probe.clone()));
         }
         Ok(())
     }
@@ -496,14 +579,14 @@ impl Process {
         }
     }
 
-    /// Enters the armed `probe` (original `insn`, XOL `slot`); its address was not armed.
+    /// Enters the armed `probe` (original `insn`, XOL `slot`) in the room [`arm`](Self::arm)
+    /// made for it; its address was not armed.
     fn record_armed(&mut self, probe: &Arc<Probe>, insn: &Insn, slot: Option<usize>) {
-        let armed = Armed {
+        self.armed.insert_reserved(probe.addr, || Armed {
             probe: probe.clone(),
             insn: *insn,
             slot,
-        };
-        self.armed.insert(probe.addr, armed);
+        });
     }
 
     /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
@@ -512,7 +595,7 @@ impl Process {
         if let Err(e) = self.check_armable(space, addr) {
             return Err(e);
         }
-        let insn = match read_insn(space, addr) {
+        let insn = match decode_at(addr, &mut |at, buf| space.read(at, buf)) {
             Ok(insn) => insn,
             Err(e) => return Err(e),
         };
@@ -543,52 +626,52 @@ impl Process {
         Ok(())
     }
 
-    /// Arms `probe` and records the outcome in its status; a new failure is logged once.
-    /// (A helper of `sync`, so each piece keeps a small frame in unoptimised builds.)
-    fn arm_and_record(
-        &mut self,
-        space: &mut dyn UserSpace,
-        probe: &Arc<Probe>,
-    ) -> Result<(), Error> {
-        match self.arm(space, probe, probe.wants_return()) {
-            Ok(()) => {
-                probe.set_status(ProbeStatus::Armed);
-                Ok(())
-            }
-            Err(e) => {
-                // Once per probe and error, not at every exec.
-                if probe.set_status(ProbeStatus::Failed(e)) != ProbeStatus::Failed(e) {
-                    warn_arm_failed(probe, e);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Arms every probe of `probes`; the first error after trying all.
+    /// Arms every probe of `probes` and records each outcome in its status (a new failure
+    /// is logged once per probe and error, not at every exec); the first error after
+    /// trying all.
     fn arm_all(
         &mut self,
         space: &mut dyn UserSpace,
         probes: &AddrMap<Arc<Probe>>,
+        retired: &mut Retired,
     ) -> Option<Error> {
         let mut first_error = None;
         for i in 0..probes.slot_count() {
             let Some(probe) = probes.value_at(i) else {
                 continue;
             };
-            if let Err(e) = self.arm_and_record(space, probe) {
-                first_error.get_or_insert(e);
+            let status = match self.arm(space, probe, probe.wants_return(), retired) {
+                Ok(()) => ProbeStatus::Armed,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    ProbeStatus::Failed(e)
+                }
+            };
+            let previous = probe.set_status(status);
+            if let ProbeStatus::Failed(e) = status {
+                if previous != status {
+                    warn_arm_failed(probe, e);
+                }
             }
         }
         first_error
     }
 
-    /// Restores the instructions of removed probes; the first error after trying all.
-    fn disarm_removed(&mut self, space: &mut dyn UserSpace) -> Option<Error> {
+    /// Restores the instructions of removed probes, whose objects go to `retired`; the
+    /// first error after trying all.
+    fn disarm_removed(
+        &mut self,
+        space: &mut dyn UserSpace,
+        retired: &mut Retired,
+    ) -> Option<Error> {
         let mut first_error = None;
         for &addr in self.removed_addrs().iter() {
-            if let Err(e) = self.disarm(space, addr) {
-                first_error.get_or_insert(e);
+            match self.disarm(space, addr) {
+                Ok(Some(gone)) => retired.probe(gone),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         first_error
@@ -605,10 +688,15 @@ impl Process {
         addrs
     }
 
-    /// Restores the original instruction at `addr` and forgets the armed entry.
-    fn disarm(&mut self, space: &mut dyn UserSpace, addr: usize) -> Result<(), Error> {
+    /// Restores the original instruction at `addr` and forgets the armed entry; returns
+    /// its probe, for the caller to drop outside the lock.
+    fn disarm(
+        &mut self,
+        space: &mut dyn UserSpace,
+        addr: usize,
+    ) -> Result<Option<Arc<Probe>>, Error> {
         let Some(armed) = self.armed.get(addr) else {
-            return Ok(());
+            return Ok(None);
         };
         let (bytes, len) = insn_bytes(&armed.insn);
         space
@@ -619,8 +707,7 @@ impl Process {
             // Threads about to step or stepping there keep the slot until they are done.
             self.xol.release(slot);
         }
-        self.armed.remove(addr);
-        Ok(())
+        Ok(self.armed.remove(addr).map(|armed| armed.probe))
     }
 
     /// Thread `tid` is done with the slot it was to step in, if any.
@@ -726,7 +813,13 @@ impl Uprobes {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
-        self.registry.lock().register(path, addr, consumer, current)
+        let mut reg = self.registry.lock();
+        let result = match reg.register(path, addr, &consumer, current) {
+            Ok((probe, is_new)) => Ok(reg.add_consumer(probe, is_new, consumer)),
+            Err(e) => Err(e),
+        };
+        unlock(reg);
+        result // a refused consumer is dropped here, outside the lock
     }
 
     /// Removes a consumer. When it was the probe's last, the probe goes away and the original
@@ -739,31 +832,19 @@ impl Uprobes {
         current: Option<&mut dyn UserSpace>,
     ) -> Result<(), Error> {
         let mut reg = self.registry.lock();
-        let probe = reg
-            .consumers
-            .get(id.0)
-            .cloned()
-            .ok_or(Error::NotRegistered)?;
-        let list = consumers_without(&probe, id);
-        let last = list.is_empty();
-        if last {
-            // Restore first: if that fails, nothing has changed and the call can be retried.
-            if let Some(space) = current {
-                reg.disarm_in(space, &probe)?;
-            }
-            probe.mark_removed();
-            reg.remove_probe(&probe);
-        }
-        probe.set_consumers(Arc::new(list));
-        reg.consumers.remove(id.0);
-        Ok(())
+        let result = reg.unregister(id, current);
+        unlock(reg);
+        result
     }
 
     /// Brings the memory of `space`'s process in line with the registry: arms the probes of
     /// its path that are not armed yet, restores the instructions of removed probes. Returns
     /// the first error after trying every probe.
     pub fn sync(&self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        self.registry.lock().sync(space)
+        let mut reg = self.registry.lock();
+        let result = reg.sync(space);
+        unlock(reg);
+        result
     }
 
     /// Call when `space`'s process has loaded a new image from `path` (in `exec`, after the
@@ -778,7 +859,7 @@ impl Uprobes {
         fresh.compressed_breakpoints = reg.compressed_breakpoints;
         let old = reg.procs.insert(space.pid(), fresh);
         let result = reg.sync(space);
-        drop(reg);
+        unlock(reg);
         drop(old); // the old image's state, freed outside the lock
         result
     }
@@ -802,16 +883,21 @@ impl Uprobes {
 
     /// Call when a process exits: drops its state.
     pub fn on_exit(&self, pid: Pid) {
-        self.registry.lock().procs.remove(pid);
+        let gone = self.registry.lock().procs.remove(pid);
+        drop(gone); // freed outside the lock
     }
 
     /// Call when one thread of a process exits while the process goes on (a killed thread
     /// included): drops its pending returns and any out-of-line step it was in.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
-        if let Some(proc) = self.registry.lock().procs.get_mut(pid) {
-            proc.end_step(tid);
-            proc.threads.remove(tid);
-        }
+        let mut reg = self.registry.lock();
+        let Some(proc) = reg.procs.get_mut(pid) else {
+            return;
+        };
+        proc.end_step(tid);
+        let gone = proc.threads.remove(tid);
+        drop(reg);
+        drop(gone); // freed outside the lock
     }
 
     /// How many threads of process `pid` the engine keeps state for (pending return
@@ -917,8 +1003,13 @@ impl Uprobes {
         if let Some(armed) = proc.armed.get(pc) {
             if armed.probe.is_removed() {
                 // Unregistered while armed here: restore lazily and run the original.
-                return match proc.disarm(space, pc) {
-                    Ok(()) => Trap::Handled,
+                let restored = proc.disarm(space, pc);
+                drop(reg);
+                return match restored {
+                    Ok(gone) => {
+                        drop(gone); // the probe's last reference, maybe: outside the lock
+                        Trap::Handled
+                    }
                     Err(_) => Trap::NotOurs,
                 };
             }

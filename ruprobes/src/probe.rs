@@ -190,8 +190,10 @@ impl Probe {
         self.consumers.lock().clone()
     }
 
-    pub fn set_consumers(&self, list: Consumers) {
-        *self.consumers.lock() = list;
+    /// Replaces the consumer list; returns the old one, for the caller to retire.
+    #[must_use]
+    pub fn set_consumers(&self, list: Consumers) -> Consumers {
+        core::mem::replace(&mut *self.consumers.lock(), list)
     }
 
     pub fn wants_return(&self) -> bool {
@@ -221,5 +223,37 @@ impl Probe {
             returns: self.returns.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// What the engine let go of under its lock, for the entry point to drop once the lock is
+/// released. Dropping the last reference of a probe or of a consumer list runs handler
+/// destructors, the kernel's code, which must not run under the registry lock; and that
+/// drop glue (probe, list, consumer, handler) is deep in an unoptimised build, so it must
+/// start from an entry point's frame, not from the bottom of a call chain.
+pub(crate) struct Retired(Array<Gone>);
+
+/// One value [`Retired`] holds.
+enum Gone {
+    Probe(#[allow(dead_code)] Arc<Probe>), // held only to be dropped
+    List(#[allow(dead_code)] Consumers),
+}
+
+impl Retired {
+    pub const fn new() -> Self {
+        Retired(Array::new())
+    }
+
+    pub fn probe(&mut self, probe: Arc<Probe>) {
+        self.0.push(Gone::Probe(probe));
+    }
+
+    pub fn list(&mut self, list: Consumers) {
+        self.0.push(Gone::List(list));
+    }
+
+    /// Everything retired so far, leaving this empty (allocates nothing).
+    pub fn take(&mut self) -> Retired {
+        core::mem::replace(self, Retired::new())
     }
 }

@@ -196,10 +196,11 @@ fn map_page(space: &mut dyn UserSpace, first: bool) -> Result<usize, Error> {
 
 /// Writes `insn` and a breakpoint into the slot at `slot`.
 fn write_slot(space: &mut dyn UserSpace, slot: usize, insn: &Insn) -> Result<(), Error> {
-    let mut bytes = [0u8; SLOT_SIZE];
+    // Built from the little-endian value (no `copy_from_slice`: its debug precondition
+    // checks add some 500 bytes of stack in unoptimised builds).
     let len = insn.len();
-    bytes[..4].copy_from_slice(&insn.raw().to_le_bytes());
-    bytes[len..len + 4].copy_from_slice(&EBREAK.to_le_bytes());
+    let insn_bits = u64::from(insn.raw()) & (u64::MAX >> (64 - 8 * len));
+    let bytes = (insn_bits | (u64::from(EBREAK) << (8 * len))).to_le_bytes();
     space
         .write(slot, &bytes[..len + 4])
         .map_err(Error::WriteFault)?;
