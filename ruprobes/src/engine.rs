@@ -1,7 +1,7 @@
 //! The engine: the probe registry, arming in processes, and the trap path.
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr_map::AddrMap;
@@ -37,10 +37,14 @@ struct Armed {
     slot: Option<usize>,
 }
 
-/// An instruction being stepped out of line by one thread.
+/// An instruction being stepped out of line by one thread. Its probe is referred to
+/// weakly, as in [`ReturnInstance`]: a step dropped on the trap path (a stale one, a
+/// fault, a thread's exit) never drops a probe's last reference.
 #[derive(Clone)]
 struct Step {
-    probe: Arc<Probe>,
+    probe: Weak<Probe>,
+    /// The probed address.
+    addr: usize,
     slot: usize,
     len: usize,
 }
@@ -968,7 +972,7 @@ impl Uprobes {
         };
         match thread.stepping.take() {
             Some(step) if step.slot == regs.pc() => {
-                regs.set_pc(step.probe.addr);
+                regs.set_pc(step.addr);
                 proc.xol.unpin(step.slot);
                 true
             }
@@ -1020,7 +1024,11 @@ impl Uprobes {
                 proc.xol.pin(slot);
             }
             drop(reg);
-            return self.probe_hit(space, regs, armed);
+            // Dropped here, after the hit: this frame is shallow enough for the drop glue
+            // of a probe whose last reference it may hold.
+            let trap = self.probe_hit(space, regs, &armed);
+            drop(armed);
+            return trap;
         }
         if proc.xol.trampoline() == Some(pc) {
             drop(reg);
@@ -1029,7 +1037,7 @@ impl Uprobes {
         step_end_or_other(reg, space, regs, pc, &self.trap_counters.restarted)
     }
 
-    fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: Armed) -> Trap {
+    fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: &Armed) -> Trap {
         let addr = armed.probe.addr;
         let (pid, tid) = (space.pid(), space.tid());
         let hit = Hit { pid, tid, addr };
@@ -1038,7 +1046,7 @@ impl Uprobes {
         run_entry_handlers(&consumers, regs, &hit, false);
         if regs.pc() != addr {
             // A handler redirected the thread: skip the instruction, and its slot.
-            if let Some(slot) = step_slot(&armed) {
+            if let Some(slot) = step_slot(armed) {
                 if let Some(proc) = self.trap_lock().procs.get_mut(pid) {
                     proc.xol.unpin(slot);
                 }
@@ -1047,7 +1055,7 @@ impl Uprobes {
         }
         let wants_return = consumers.iter().any(|(_, c)| c.has_return());
         if wants_return || armed.insn.class() == Class::Xol {
-            match self.prepare_step(pid, tid, regs, &armed, wants_return) {
+            match self.prepare_step(pid, tid, regs, armed, wants_return) {
                 Ok(true) => return Trap::Handled,
                 Ok(false) => {}
                 Err(trap) => return trap,
@@ -1085,7 +1093,8 @@ impl Uprobes {
         }
         if let Some(slot) = step_slot(armed) {
             let stale = thread.stepping.replace(Step {
-                probe: armed.probe.clone(),
+                probe: Arc::downgrade(&armed.probe),
+                addr: armed.probe.addr,
                 slot,
                 len: armed.insn.len(),
             });
@@ -1101,42 +1110,21 @@ impl Uprobes {
     fn trampoline_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
         let (pid, tid) = (space.pid(), space.tid());
         let mut orig_ra = None;
-        loop {
-            let ri = {
-                let mut reg = self.trap_lock();
-                let Some(thread) = reg.procs.get_mut(pid).and_then(|p| p.threads.get_mut(tid))
-                else {
-                    break;
-                };
-                if orig_ra.is_none() {
-                    // The returning frame must be the innermost live instance's: a callee
-                    // returns with the sp it was entered with. Anything else (a second
-                    // return from setjmp, a forged jump) is not a return we recorded.
-                    let sp = regs.reg(abi::SP);
-                    thread.returns.drop_dead_frames(sp);
-                    if thread.returns.top().is_none_or(|ri| ri.sp != sp) {
-                        break;
-                    }
-                }
-                match thread.returns.pop() {
-                    Some(ri) => ri,
-                    None => break,
-                }
-            };
+        while let Some(ri) = self.pop_return(pid, tid, regs.reg(abi::SP), orig_ra.is_none()) {
             orig_ra = Some(ri.orig_ra);
-            ri.probe.count_return();
             // As in Linux: return handlers see the pc the thread returns to.
             regs.set_pc(ri.orig_ra);
-            let ret = Return {
-                pid,
-                tid,
-                func: ri.probe.addr,
-                ret_addr: ri.orig_ra,
-            };
-            for (_, consumer) in ri.probe.consumers().iter() {
-                if let Some(handler) = &consumer.ret {
-                    handler(regs, &ret);
-                }
+            // Upgraded here, not in a helper: the probe's last reference may be dropped
+            // with it, and this frame is shallow enough for that drop glue.
+            if let Some(probe) = ri.probe.upgrade() {
+                probe.count_return();
+                let ret = Return {
+                    pid,
+                    tid,
+                    func: probe.addr,
+                    ret_addr: ri.orig_ra,
+                };
+                run_return_handlers(&probe.consumers(), regs, &ret);
             }
             if !ri.chained {
                 break;
@@ -1148,6 +1136,32 @@ impl Uprobes {
                 Trap::Handled
             }
             None => Trap::NotOurs, // a jump to the trampoline with no pending return
+        }
+    }
+
+    /// Under the lock: the innermost return instance of thread `tid`, taken off its
+    /// stack. The `first` of a trampoline hit must be the innermost live instance's (`sp`
+    /// is the returning frame's): a callee returns with the sp it was entered with.
+    /// Anything else (a second return from setjmp, a forged jump) is not a return we
+    /// recorded.
+    fn pop_return(&self, pid: Pid, tid: Tid, sp: usize, first: bool) -> Option<ReturnInstance> {
+        let mut reg = self.trap_lock();
+        let thread = reg.procs.get_mut(pid)?.threads.get_mut(tid)?;
+        if first {
+            thread.returns.drop_dead_frames(sp);
+            if thread.returns.top().is_none_or(|ri| ri.sp != sp) {
+                return None;
+            }
+        }
+        thread.returns.pop()
+    }
+}
+
+/// Calls the return handlers of every consumer.
+fn run_return_handlers(consumers: &Consumers, regs: &mut dyn UserRegs, ret: &Return) {
+    for (_, consumer) in consumers.iter() {
+        if let Some(handler) = &consumer.ret {
+            handler(regs, ret);
         }
     }
 }
@@ -1177,7 +1191,10 @@ fn step_end_or_other(
     if let Some(step) = step {
         proc.xol.unpin(step.slot);
         drop(reg);
-        finish_step(space, regs, &step);
+        // Upgraded here, not in `finish_step`: the probe's last reference may be dropped
+        // with it, and this frame is shallow enough for that drop glue.
+        let probe = step.probe.upgrade();
+        finish_step(space, regs, &step, probe.as_deref());
         return Trap::Handled;
     }
     // No probe here (any more): a probe removed between the trap and the lock left
@@ -1197,16 +1214,24 @@ fn step_end_or_other(
 }
 
 /// The breakpoint after an instruction stepped out of line: back to the probed code, then
-/// the post handlers.
-fn finish_step(space: &mut dyn UserSpace, regs: &mut dyn UserRegs, step: &Step) {
-    let addr = step.probe.addr;
-    regs.set_pc(addr.wrapping_add(step.len));
+/// the post handlers of its `probe` (if it still exists: a probe is freed only once
+/// unregistered, when it has no consumers left).
+fn finish_step(
+    space: &mut dyn UserSpace,
+    regs: &mut dyn UserRegs,
+    step: &Step,
+    probe: Option<&Probe>,
+) {
+    regs.set_pc(step.addr.wrapping_add(step.len));
+    let Some(probe) = probe else {
+        return;
+    };
     let hit = Hit {
         pid: space.pid(),
         tid: space.tid(),
-        addr,
+        addr: step.addr,
     };
-    run_entry_handlers(&step.probe.consumers(), regs, &hit, true);
+    run_entry_handlers(&probe.consumers(), regs, &hit, true);
 }
 
 /// Records the return of the call entering at `probe` and points `ra` at the trampoline.
@@ -1239,7 +1264,7 @@ fn hijack_return(
         (ra, false)
     };
     thread.returns.push(ReturnInstance {
-        probe: probe.clone(),
+        probe: Arc::downgrade(probe),
         orig_ra,
         sp,
         chained,

@@ -1,6 +1,6 @@
 //! Return instances: what a thread must restore when a probed function returns.
 
-use alloc::sync::Arc;
+use alloc::sync::Weak;
 
 use crate::array::Array;
 use crate::probe::Probe;
@@ -10,9 +10,14 @@ use crate::probe::Probe;
 pub const MAX_RETURN_DEPTH: usize = 64;
 
 /// One hijacked call.
+///
+/// It refers to its probe weakly: an instance dropped on the trap path (a dead frame, a
+/// thread's exit) then never drops a probe's last reference, whose drop glue (consumers,
+/// handlers) is deep and runs handler destructors. Nothing is lost: a probe is freed only
+/// once it is unregistered, when its consumer list is empty anyway.
 #[derive(Clone)]
 pub(crate) struct ReturnInstance {
-    pub probe: Arc<Probe>,
+    pub probe: Weak<Probe>,
     /// The caller's real return address.
     pub orig_ra: usize,
     /// `sp` at the function entry: the frame is gone once `sp` rises above it.
