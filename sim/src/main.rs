@@ -52,9 +52,6 @@ use ruprobes_sim::trace::{Filter, Format};
 use ruprobes_sim::{scenario, SimError};
 use ruprobes_trace::{ProbeKind, ProbeSpec};
 
-/// The trace writer's buffer (`BufWriter`'s default is 8 KiB).
-const TRACE_BUFFER: usize = 64 * 1024;
-
 const EXAMPLES: &str = "\
 Without a command, traces the bundled demo (fib with entry and return probes).
 
@@ -445,10 +442,10 @@ fn trace(program: &Program, args: &TraceArgs) -> Result<u8, Failure> {
         (false, false) => (Format::Text, true),
         (false, true) => (Format::Text, false),
     };
-    // Large writes: a traced run writes tens of millions of lines.
+    // The sink buffers: a traced run writes tens of millions of lines.
     let writer: Box<dyn Write + Send> = match output {
-        Some(file) => Box::new(BufWriter::with_capacity(TRACE_BUFFER, file)),
-        None => Box::new(BufWriter::with_capacity(TRACE_BUFFER, std::io::stdout())),
+        Some(file) => Box::new(file),
+        None => Box::new(std::io::stdout()),
     };
     let filter = Filter {
         pid: args.pid,

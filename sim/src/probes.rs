@@ -12,7 +12,7 @@ use ruprobes::{abi, Consumer, ConsumerId, UserRegs};
 use ruprobes_trace::{FetchArg, FetchType, ProbeKind, Source};
 use serde::Serialize;
 
-use crate::trace::{Fetched, Loc, TraceEvent, TraceSink, Value};
+use crate::trace::{Fetched, Loc, SiteEvent, SiteKind, TraceSink, Value};
 
 /// The handle of a probe added to a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -391,7 +391,7 @@ pub(crate) struct PendingRead {
 /// An event waiting for its memory reads.
 pub(crate) struct PendingEvent {
     pub(crate) pid: u64,
-    pub(crate) event: TraceEvent,
+    pub(crate) event: SiteEvent,
     pub(crate) fetched: Fetched,
     pub(crate) reads: Vec<PendingRead>,
     pub(crate) aggregate: Arc<Mutex<Aggregate>>,
@@ -414,7 +414,7 @@ impl FetchQueue {
 /// Writes a finished event and counts its first value.
 pub(crate) fn finish(
     sink: &TraceSink,
-    event: TraceEvent,
+    event: SiteEvent,
     fetched: &Fetched,
     aggregate: &Mutex<Aggregate>,
 ) {
@@ -423,7 +423,7 @@ pub(crate) fn finish(
             values.add(v);
         }
     }
-    sink.push_fetched(event, fetched);
+    sink.push_site(event, fetched);
 }
 
 /// What the tracing consumers of a machine share.
@@ -442,12 +442,12 @@ impl Tracer {
         &self,
         regs: &dyn UserRegs,
         pid: usize,
-        event: TraceEvent,
+        event: SiteEvent,
         args: &[Fetch],
         aggregate: &Arc<Mutex<Aggregate>>,
     ) {
         if args.is_empty() {
-            return finish(&self.sink, event, &Vec::new(), aggregate);
+            return self.sink.push_site(event, &[]);
         }
         let mut fetched = Vec::with_capacity(args.len());
         let mut reads = Vec::new();
@@ -512,9 +512,17 @@ impl Tracer {
                 .filter(|_| !args.is_empty())
                 .map(Histogram::new),
         }));
+        let site = self.sink.site(loc);
+        let event = move |kind, pid: usize, tid: usize, values| SiteEvent {
+            site,
+            kind,
+            pid: pid as u64,
+            tid: tid as u64,
+            values,
+        };
         match kind {
             ProbeKind::Entry => {
-                let (tracer, at, agg) = (self.clone(), loc.clone(), aggregate.clone());
+                let (tracer, agg) = (self.clone(), aggregate.clone());
                 let mut consumer = Consumer::new().on_entry(move |regs, hit| {
                     if !options.wants(hit.pid, hit.tid)
                         || (!counts_values && tracer.sink.drop_if_quiet())
@@ -522,13 +530,8 @@ impl Tracer {
                         return;
                     }
                     let args01 = [regs.reg(abi::A0) as u64, regs.reg(abi::A0 + 1) as u64];
-                    let event = TraceEvent::Hit {
-                        pid: hit.pid as u64,
-                        tid: hit.tid as u64,
-                        at: at.clone(),
-                        args: args01,
-                    };
-                    tracer.deliver(regs, hit.pid, event, &args, &agg);
+                    let hit_event = event(SiteKind::Hit, hit.pid, hit.tid, args01);
+                    tracer.deliver(regs, hit.pid, hit_event, &args, &agg);
                 });
                 if options.post {
                     let sink = self.sink.clone();
@@ -536,12 +539,8 @@ impl Tracer {
                         if !options.wants(hit.pid, hit.tid) {
                             return;
                         }
-                        sink.push(TraceEvent::Post {
-                            pid: hit.pid as u64,
-                            tid: hit.tid as u64,
-                            at: loc.clone(),
-                            next: regs.pc() as u64,
-                        });
+                        let next = [regs.pc() as u64, 0];
+                        sink.push_site(event(SiteKind::Post, hit.pid, hit.tid, next), &[]);
                     });
                 }
                 (consumer, ProbeRole::Entry, aggregate)
@@ -570,13 +569,9 @@ impl Tracer {
                         if !counts_values && tracer.sink.drop_if_quiet() {
                             return;
                         }
-                        let event = TraceEvent::Return {
-                            pid: ret.pid as u64,
-                            tid: ret.tid as u64,
-                            func: loc.clone(),
-                            value: regs.reg(abi::A0) as u64,
-                        };
-                        tracer.deliver(regs, ret.pid, event, &args, &on_return);
+                        let value = [regs.reg(abi::A0) as u64, 0];
+                        let ret_event = event(SiteKind::Return, ret.pid, ret.tid, value);
+                        tracer.deliver(regs, ret.pid, ret_event, &args, &on_return);
                     });
                 (consumer, ProbeRole::Return, aggregate)
             }

@@ -14,6 +14,10 @@
 //! [`RunResult::trace`]: crate::machine::RunResult::trace
 
 mod lines;
+mod out;
+mod sites;
+
+pub(crate) use sites::{SiteEvent, SiteId, SiteKind};
 
 use std::fmt;
 use std::io::{self, Write};
@@ -115,7 +119,7 @@ pub struct SinkCounts {
 enum Target {
     Collect(Vec<TraceEvent>),
     Stream {
-        out: Box<dyn Write + Send>,
+        out: out::Out,
         format: Format,
         /// The program's output goes to this writer too (text to the same stream).
         inline_output: bool,
@@ -133,6 +137,26 @@ struct Inner {
     counts: SinkCounts,
     /// The writer failed (e.g. EPIPE): nothing more is written to it.
     closed: bool,
+    /// The probe sites whose events are pushed as [`SiteEvent`]s.
+    sites: sites::Sites,
+}
+
+impl Inner {
+    /// Whether an event of `pid` is written (or collected); counts it either way.
+    #[inline]
+    fn accept(&mut self, pid: u64) -> bool {
+        let full = self
+            .filter
+            .max_events
+            .is_some_and(|max| self.counts.written >= max);
+        let other = self.filter.pid.is_some_and(|p| p != pid);
+        if self.filter.quiet || full || other || self.closed {
+            self.counts.dropped += 1;
+            return false;
+        }
+        self.counts.written += 1;
+        true
+    }
 }
 
 /// The shared, ordered event log of one machine. Probe handlers (which the engine calls
@@ -174,6 +198,7 @@ impl TraceSink {
                     filter,
                     counts: SinkCounts::default(),
                     closed: false,
+                    sites: sites::Sites::default(),
                 }),
             }),
         }
@@ -206,7 +231,7 @@ impl TraceSink {
     ) {
         let mut inner = self.lock();
         inner.target = Target::Stream {
-            out,
+            out: out::Out::new(out),
             format,
             inline_output,
             partial: Vec::new(),
@@ -245,33 +270,60 @@ impl TraceSink {
             return;
         }
         let mut inner = self.lock();
-        let Inner {
-            target,
-            filter,
-            counts,
-            closed,
-        } = &mut *inner;
-        let full = filter.max_events.is_some_and(|max| counts.written >= max);
-        let other = filter.pid.is_some_and(|pid| pid != event.pid());
-        if filter.quiet || full || other || *closed {
-            counts.dropped += 1;
+        if !inner.accept(event.pid()) {
             return;
         }
-        counts.written += 1;
+        let Inner { target, closed, .. } = &mut *inner;
         match target {
             Target::Collect(events) => events.push(event),
             Target::Stream {
                 out, format, lines, ..
             } => {
-                let written = match format {
-                    Format::Text => Ok(lines.text(&event, fetched)),
-                    Format::Json => lines.json(&event, fetched),
-                }
-                .and_then(|line| out.write_all(line));
-                if written.is_err() {
+                if write_event(out, *format, lines, &event, fetched).is_err() {
                     *closed = true;
                 }
             }
+        }
+    }
+
+    /// Registers a probe site at `at`, for [`push_site`](Self::push_site).
+    pub(crate) fn site(&self, at: Loc) -> SiteId {
+        self.lock().sites.add(at)
+    }
+
+    /// Appends a hit, post or return event of a site, with the values its probe fetched.
+    pub(crate) fn push_site(&self, event: SiteEvent, fetched: &[(Arc<str>, Value)]) {
+        if self.drop_if_quiet() {
+            return;
+        }
+        let mut inner = self.lock();
+        if !inner.accept(event.pid) {
+            return;
+        }
+        let Inner {
+            target,
+            closed,
+            sites,
+            ..
+        } = &mut *inner;
+        let written = match target {
+            Target::Collect(events) => {
+                events.push(sites.event(&event));
+                return;
+            }
+            Target::Stream {
+                out, format, lines, ..
+            } => match fetched.is_empty() {
+                true => sites.write(out, *format, &event),
+                false => Ok(false),
+            }
+            .and_then(|done| match done {
+                true => Ok(()),
+                false => write_event(out, *format, lines, &sites.event(&event), fetched),
+            }),
+        };
+        if written.is_err() {
+            *closed = true;
         }
     }
 
@@ -353,7 +405,7 @@ impl TraceSink {
         if *closed {
             return None;
         }
-        match f(out.as_mut()).and_then(|r| out.flush().map(|()| r)) {
+        match f(out).and_then(|r| out.flush().map(|()| r)) {
             Ok(r) => Some(r),
             Err(_) => {
                 *closed = true;
@@ -403,6 +455,21 @@ impl TraceSink {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Writes the line of `event` (and its fetched values) to `out`.
+fn write_event(
+    out: &mut out::Out,
+    format: Format,
+    lines: &mut lines::Lines,
+    event: &TraceEvent,
+    fetched: &[(Arc<str>, Value)],
+) -> io::Result<()> {
+    let line = match format {
+        Format::Text => lines.text(event, fetched),
+        Format::Json => lines.json(event, fetched)?,
+    };
+    out.write_all(line)
 }
 
 #[cfg(test)]
@@ -511,6 +578,7 @@ mod tests {
         );
         assert!(sink.output(b"rest\n"));
         sink.push(TraceEvent::Exit { pid: 1, code: 0 });
+        sink.flush();
         assert_eq!(
             out.text(),
             "one\npid 1 hit fib pc=0x10074 a0=0x5 a1=0x0 n=-3 s=\"hi\"\npartialrest\npid 1 exit 0\n",
@@ -538,6 +606,7 @@ mod tests {
         sink.push(hit(2));
         assert!(sink.full());
         sink.push(hit(2));
+        sink.flush();
         let text = out.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -565,6 +634,8 @@ mod tests {
         );
         assert!(!sink.output(b"not ours"), "output goes elsewhere");
         sink.push(hit(1));
+        assert!(!sink.closed(), "buffered");
+        sink.flush();
         assert!(sink.closed(), "a failed write closes the sink");
         sink.push(hit(1));
         assert_eq!(sink.with_writer(|w| w.write_all(b"x")), None);

@@ -1,4 +1,5 @@
-//! The text and JSON lines of trace events, written into buffers kept from event to event.
+//! The text and JSON lines of events pushed whole (not as [`super::SiteEvent`]s), written
+//! into buffers kept from event to event.
 //!
 //! With a probe on every instruction, writing the events is most of a traced run's cost, and
 //! most of that was `core::fmt` and serde (a formatter per field, padding logic, a virtual
@@ -7,7 +8,8 @@
 //! to the writer in one piece; every other event, every fetched value but plain numbers, and
 //! symbol names that are very long or that JSON escapes take the formatting path of the
 //! shared event crate. The bytes are those of [`Display`](std::fmt::Display) and serde,
-//! which the tests below check.
+//! which the tests below check. [`Buf`] also writes the numbers of site lines
+//! ([`super::sites`]).
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -19,34 +21,28 @@ use super::{Loc, TraceEvent, Value};
 /// Where lines are built, kept from event to event.
 pub(super) struct Lines {
     /// The line of a hit, post or return event without fetched values: built in place,
-    /// never cleared (only its first `len` bytes are the line).
-    scratch: Buf,
+    /// never cleared (only its first bytes are the line).
+    scratch: Box<[u8; Buf::SIZE]>,
     /// Any other line.
     spill: Vec<u8>,
-    /// The fixed start of recent lines.
-    prefixes: Prefixes,
 }
 
 impl Lines {
     pub(super) fn new() -> Self {
         Lines {
-            scratch: Buf {
-                bytes: [0; Buf::SIZE],
-                len: 0,
-            },
+            scratch: Box::new([0; Buf::SIZE]),
             spill: Vec::new(),
-            prefixes: Prefixes::new(),
         }
     }
 
     /// The text line of `event` and its fetched values, newline included.
     pub(super) fn text(&mut self, event: &TraceEvent, fetched: &[(Arc<str>, Value)]) -> &[u8] {
-        let buf = &mut self.scratch;
-        buf.len = 0;
-        let fast = buf.event(event, &mut self.prefixes);
+        let mut buf = Buf::new(&mut self.scratch[..]);
+        let fast = buf.event(event);
         if fast && fetched.is_empty() {
             buf.put(b"\n");
-            return buf.line();
+            let len = buf.len;
+            return &self.scratch[..len];
         }
         let line = &mut self.spill;
         line.clear();
@@ -79,11 +75,11 @@ impl Lines {
         event: &TraceEvent,
         fetched: &[(Arc<str>, Value)],
     ) -> io::Result<&[u8]> {
-        let buf = &mut self.scratch;
-        buf.len = 0;
+        let mut buf = Buf::new(&mut self.scratch[..]);
         if fetched.is_empty() && buf.json_event(event) {
             buf.put(b"\n");
-            return Ok(buf.line());
+            let len = buf.len;
+            return Ok(&self.scratch[..len]);
         }
         let line = &mut self.spill;
         line.clear();
@@ -106,75 +102,16 @@ impl Lines {
     }
 }
 
-/// The fixed start of recent hit, post and return lines. With a probe on every
-/// instruction the same few thousand (probe, thread) pairs come back millions of times, and
-/// their pid, tid, symbol, offset and address need not be written again. One slot per
-/// (halfword-aligned) address and event kind, modulo the table size; a slot holds all it was
-/// written from, so another thread, or another location at a colliding or reused address
-/// (another image), just writes its own and takes the slot.
-struct Prefixes {
-    slots: Vec<Option<Prefix>>,
+/// A line built in place (on the sink's scratch buffer or in the writer's buffer):
+/// fixed-size copies instead of a capacity check and a copy call per piece.
+pub(super) struct Buf<'a> {
+    bytes: &'a mut [u8],
+    pub(super) len: usize,
 }
 
-/// `a == b`, without comparing the bytes of a name both share (`Arc<str>` compares them).
-fn same(a: &Loc, b: &Loc) -> bool {
-    a.addr == b.addr
-        && match (&a.symbol, &b.symbol) {
-            (None, None) => true,
-            (Some((a, a_off)), Some((b, b_off))) => a_off == b_off && (Arc::ptr_eq(a, b) || a == b),
-            _ => false,
-        }
-}
-
-/// The events whose lines have a [`Prefix`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Hit,
-    Post,
-    Return,
-}
-
-struct Prefix {
-    kind: Kind,
-    pid: u64,
-    tid: u64,
-    at: Loc,
-    /// The prefix in its first `len` bytes; copied whole (one fixed-size copy).
-    text: [u8; Prefix::SIZE],
-    len: usize,
-}
-
-impl Prefix {
-    /// The longest prefix kept; longer ones (long names, huge ids) are written every time.
-    const SIZE: usize = 128;
-}
-
-impl Prefixes {
-    const SLOTS: usize = 8192;
-
-    fn new() -> Self {
-        Prefixes {
-            slots: (0..Self::SLOTS).map(|_| None).collect(),
-        }
-    }
-
-    fn slot(&mut self, addr: u64, kind: Kind) -> &mut Option<Prefix> {
-        let index = ((addr >> 1) as usize)
-            .wrapping_mul(3)
-            .wrapping_add(kind as usize);
-        &mut self.slots[index % Self::SLOTS]
-    }
-}
-
-/// A line built on the stack side of the writer: fixed-size copies instead of a capacity
-/// check and a copy call per piece.
-struct Buf {
-    bytes: [u8; Buf::SIZE],
-    len: usize,
-}
-
-impl Buf {
-    const SIZE: usize = 512;
+impl<'a> Buf<'a> {
+    /// The room a line needs.
+    pub(super) const SIZE: usize = 512;
     /// Room for a hit, post or return line but its symbol name: `pid P tid T hit `,
     /// `+0xOFF`, three ` NAME=0xVALUE` and the newline come to at most 140 bytes, and
     /// [`hex`](Self::hex) writes up to 7 bytes past its digits.
@@ -182,22 +119,36 @@ impl Buf {
     /// The same for the JSON line: at most 190 bytes with five 20-digit numbers.
     const JSON_FIXED: usize = 224;
 
+    /// A line at the start of `bytes` (at least [`Buf::SIZE`] of them).
+    pub(super) fn new(bytes: &'a mut [u8]) -> Self {
+        debug_assert!(bytes.len() >= Self::SIZE);
+        Buf { bytes, len: 0 }
+    }
+
     fn line(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 
-    /// Writes a hit, post or return event; `false` (nothing written) for other events and
-    /// for symbol names too long for the buffer.
-    fn event(&mut self, event: &TraceEvent, prefixes: &mut Prefixes) -> bool {
+    /// Writes a hit, post or return event; `false` for other events and for symbol names
+    /// too long for the buffer.
+    fn event(&mut self, event: &TraceEvent) -> bool {
         match event {
             Event::Hit { pid, tid, at, args } if Self::fits(at) => {
-                self.prefix(prefixes, Kind::Hit, *pid, *tid, at);
+                self.who(*pid, *tid);
+                self.put(b" hit ");
+                self.location(at);
+                self.put(b" pc=");
+                self.hex(at.addr);
+                self.put(b" a0=");
                 self.hex(args[0]);
                 self.put(b" a1=");
                 self.hex(args[1]);
             }
             Event::Post { pid, tid, at, next } if Self::fits(at) => {
-                self.prefix(prefixes, Kind::Post, *pid, *tid, at);
+                self.who(*pid, *tid);
+                self.put(b" post ");
+                self.location(at);
+                self.put(b" next=");
                 self.hex(*next);
             }
             Event::Return {
@@ -206,63 +157,15 @@ impl Buf {
                 func,
                 value,
             } if Self::fits(func) => {
-                self.prefix(prefixes, Kind::Return, *pid, *tid, func);
+                self.who(*pid, *tid);
+                self.put(b" ret ");
+                self.location(func);
+                self.put(b" a0=");
                 self.hex(*value);
             }
             _ => return false,
         }
         true
-    }
-
-    /// Starts the line of a hit, post or return event at `at` with everything up to its
-    /// last varying field (`pid P hit LOC pc=0xADDR a0=`, `pid P post LOC next=`,
-    /// `pid P ret LOC a0=`): copied from `prefixes` when written before, else written and
-    /// kept there.
-    #[inline(always)]
-    fn prefix(&mut self, prefixes: &mut Prefixes, kind: Kind, pid: u64, tid: u64, at: &Loc) {
-        let slot = prefixes.slot(at.addr, kind);
-        match slot
-            .as_ref()
-            .filter(|p| p.kind == kind && p.pid == pid && p.tid == tid && same(&p.at, at))
-        {
-            Some(prefix) => {
-                self.bytes[..Prefix::SIZE].copy_from_slice(&prefix.text);
-                self.len = prefix.len;
-            }
-            None => self.new_prefix(slot, kind, pid, tid, at),
-        }
-    }
-
-    /// [`prefix`](Self::prefix) the first time: writes it and keeps it in `slot`.
-    #[cold]
-    #[inline(never)]
-    fn new_prefix(&mut self, slot: &mut Option<Prefix>, kind: Kind, pid: u64, tid: u64, at: &Loc) {
-        let (word, tail): (&[u8], &[u8]) = match kind {
-            Kind::Hit => (b" hit ", b" a0="),
-            Kind::Post => (b" post ", b" next="),
-            Kind::Return => (b" ret ", b" a0="),
-        };
-        self.len = 0;
-        self.who(pid, tid);
-        self.put(word);
-        self.location(at);
-        if kind == Kind::Hit {
-            self.put(b" pc=");
-            self.hex(at.addr);
-        }
-        self.put(tail);
-        if self.len <= Prefix::SIZE {
-            let mut text = [0; Prefix::SIZE];
-            text.copy_from_slice(&self.bytes[..Prefix::SIZE]);
-            *slot = Some(Prefix {
-                kind,
-                pid,
-                tid,
-                at: at.clone(),
-                text,
-                len: self.len,
-            });
-        }
     }
 
     /// Whether an event at `at` fits (symbol names are not bounded).
@@ -334,7 +237,7 @@ impl Buf {
         true
     }
 
-    fn put(&mut self, s: &[u8]) {
+    pub(super) fn put(&mut self, s: &[u8]) {
         self.bytes[self.len..self.len + s.len()].copy_from_slice(s);
         self.len += s.len();
     }
@@ -366,7 +269,7 @@ impl Buf {
     /// `{v:#x}`: 8 digits at a time (each nibble spread into a byte, then made ASCII),
     /// shifted so that the significant ones come first, written as 8-byte blocks.
     #[inline(always)]
-    fn hex(&mut self, v: u64) {
+    pub(super) fn hex(&mut self, v: u64) {
         let digits = (16 - v.leading_zeros() as usize / 4).max(1);
         self.put(b"0x");
         let at = self.len;
@@ -384,7 +287,7 @@ impl Buf {
     }
 
     /// `{v}`.
-    fn decimal(&mut self, v: u64) {
+    pub(super) fn decimal(&mut self, v: u64) {
         if v < 10 {
             return self.put(&[b'0' + v as u8]);
         }
@@ -414,7 +317,7 @@ fn ascii_nibbles(x: u32) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const NUMBERS: [u64; 12] = [
@@ -432,7 +335,7 @@ mod tests {
         u64::MAX,
     ];
 
-    fn locations() -> Vec<Loc> {
+    pub(in crate::trace) fn locations() -> Vec<Loc> {
         let mut out = vec![];
         for addr in NUMBERS {
             out.push(Loc { addr, symbol: None });
@@ -477,7 +380,7 @@ mod tests {
     }
 
     /// Every event kind over edge numbers, with and without a thread id.
-    fn events() -> Vec<TraceEvent> {
+    pub(in crate::trace) fn events() -> Vec<TraceEvent> {
         let mut out = vec![];
         for at in locations() {
             for (pid, tid) in [(1, 1), (1, 2), (0, u64::MAX), (12345, 12345)] {
@@ -533,25 +436,9 @@ mod tests {
     #[test]
     fn text_lines_are_the_display_form() {
         let fetched = fetched();
-        // One sink's buffers for every line too: kept prefixes of the same address with
-        // another symbol, offset, thread or event kind, and of colliding addresses, must
-        // not be reused.
+        // One sink's buffers for every line too: nothing of a longer line is left.
         let mut shared = Lines::new();
-        let colliding = (Prefixes::SLOTS as u64) * 2;
-        let mut all = events();
-        all.extend(events().into_iter().filter_map(|event| match event {
-            Event::Hit { pid, tid, at, args } => Some(Event::Hit {
-                pid,
-                tid,
-                at: Loc {
-                    addr: at.addr.wrapping_add(colliding),
-                    symbol: at.symbol,
-                },
-                args,
-            }),
-            _ => None,
-        }));
-        for event in &all {
+        for event in &events() {
             let expected = format!("{event}\n");
             let line = shared.text(event, &[]);
             assert_eq!(String::from_utf8_lossy(line), expected);
