@@ -181,7 +181,7 @@ impl<V> AddrMap<V> {
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let Some(key) = self.slots.get(j).and_then(|s| s.as_ref()).map(|(k, _)| *k) else {
+            let Some(key) = self.key_at(j) else {
                 break;
             };
             let home = self.home(key);
@@ -190,6 +190,14 @@ impl<V> AddrMap<V> {
                 Self::fill(self.slots.get_mut(hole), moved);
                 hole = j;
             }
+        }
+    }
+
+    /// The key in slot `i`, if it holds one.
+    fn key_at(&self, i: usize) -> Option<usize> {
+        match self.slots.get(i) {
+            Some(Some((key, _))) => Some(*key),
+            _ => None,
         }
     }
 

@@ -100,7 +100,12 @@ impl<T> Array<T> {
 
     /// An array of `len` elements made by `make`.
     pub fn with_len(len: usize, mut make: impl FnMut() -> T) -> Self {
-        let mut array = Self::with_capacity(len);
+        let mut array = Self::new();
+        // Allocated here, not through `with_capacity`: one frame less above `resize`.
+        if len > array.cap {
+            array.ptr = resize(array.ptr.cast(), Self::ELEM, 0, len).cast();
+            array.cap = len;
+        }
         while array.len < len {
             // SAFETY: `len <= cap`: the slot is allocated (or `T` is zero-sized) and unused.
             unsafe { array.ptr.as_ptr().add(array.len).write(make()) };
@@ -110,6 +115,7 @@ impl<T> Array<T> {
     }
 
     /// An array of `len` copies of `value`.
+    #[cfg_attr(not(feature = "seed"), allow(dead_code))] // the seed face's path buffer
     pub fn filled(len: usize, value: T) -> Self
     where
         T: Clone,
@@ -171,6 +177,18 @@ impl<T> Array<T> {
         // SAFETY: `len < cap`: the slot is allocated (or `T` is zero-sized) and unused.
         unsafe { self.ptr.as_ptr().add(self.len).write(value) };
         self.len += 1;
+    }
+
+    /// Appends `value` if there is room without reallocating; else hands it back. Never
+    /// allocates, so no allocation code is in its call tree.
+    pub fn push_within_capacity(&mut self, value: T) -> Result<(), T> {
+        if self.len == self.cap {
+            return Err(value);
+        }
+        // SAFETY: `len < cap`: the slot is allocated (or `T` is zero-sized) and unused.
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
+        self.len += 1;
+        Ok(())
     }
 
     /// Removes and returns the last element.
@@ -285,7 +303,8 @@ impl Text {
     pub fn new(s: &str) -> Self {
         let mut bytes = Array::with_capacity(s.len());
         for &b in s.as_bytes() {
-            bytes.push(b);
+            // Room reserved above: never fails, and no growth code under this function.
+            let _ = bytes.push_within_capacity(b);
         }
         Text(bytes)
     }
@@ -364,6 +383,17 @@ mod tests {
         }
         assert_eq!(a.as_ptr(), base);
         assert_eq!(a.capacity_for_test(), 64);
+    }
+
+    #[test]
+    fn push_within_capacity_never_grows() {
+        let mut a = Array::with_capacity(2);
+        assert_eq!(a.push_within_capacity(1u8), Ok(()));
+        assert_eq!(a.push_within_capacity(2), Ok(()));
+        assert_eq!(a.push_within_capacity(3), Err(3));
+        assert_eq!(&a[..], [1, 2]);
+        assert_eq!(a.capacity_for_test(), 2);
+        assert_eq!(Array::new().push_within_capacity(0u8), Err(0));
     }
 
     #[test]

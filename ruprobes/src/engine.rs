@@ -115,28 +115,6 @@ impl Registry {
             .map(|(_, m)| m)
     }
 
-    /// Arms `probe` in `current` if that process runs the probe's path; whether it did.
-    fn arm_in_current(
-        &mut self,
-        current: Option<&mut dyn UserSpace>,
-        probe: &Arc<Probe>,
-        wants_return: bool,
-    ) -> Result<bool, Error> {
-        let Some(space) = current.filter(|s| s.pid() != NO_PID) else {
-            return Ok(false);
-        };
-        let Some(proc) = self
-            .procs
-            .get_mut(space.pid())
-            .filter(|p| p.path == probe.path)
-        else {
-            return Ok(false);
-        };
-        proc.arm(space, probe, wants_return, &mut self.retired)?;
-        probe.set_status(ProbeStatus::Armed);
-        Ok(true)
-    }
-
     /// [`Uprobes::sync`] under the lock.
     fn sync(&mut self, space: &mut dyn UserSpace) -> Result<(), Error> {
         let pid = space.pid();
@@ -144,9 +122,31 @@ impl Registry {
             return Err(Error::UnknownProcess(pid));
         };
         let mut first_error = proc.disarm_removed(space, &mut self.retired);
-        if let Some((_, by_addr)) = self.probes.iter().find(|(p, _)| *p == proc.path) {
-            if let Some(e) = proc.arm_all(space, by_addr, &mut self.retired) {
-                first_error.get_or_insert(e);
+        let Some(probes) = self.probes.iter().find(|(p, _)| *p == proc.path) else {
+            return match first_error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        };
+        // Arms every probe of the path and records each outcome in its status (a new
+        // failure is logged once per probe and error, not at every exec). The loop is
+        // here, not in a helper: one frame less above the arming.
+        for i in 0..probes.1.slot_count() {
+            let Some(probe) = probes.1.value_at(i) else {
+                continue;
+            };
+            let status = match proc.arm(space, probe, probe.wants_return(), &mut self.retired) {
+                Ok(()) => ProbeStatus::Armed,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    ProbeStatus::Failed(e)
+                }
+            };
+            let previous = probe.set_status(status);
+            if let ProbeStatus::Failed(e) = status {
+                if previous != status {
+                    warn_arm_failed(probe, e);
+                }
             }
         }
         match first_error {
@@ -171,12 +171,20 @@ impl Registry {
             Err(e) => return Err(e),
         };
         let wants_return = consumer.has_return() || probe.wants_return();
-        let checked = match self.arm_in_current(current, &probe, wants_return) {
-            // Not running yet: check the instruction in the program's image, if the
-            // kernel can read it, so that a refused probe fails now and not at every exec.
-            Ok(false) if is_new => self.check_image(path, addr),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        // Armed at once if `current` runs `path` (here, not in a helper: one frame less
+        // above the arming). Else, for a new probe, the instruction is checked in the
+        // program's image if the kernel can read it, so that a refused probe fails now
+        // and not at every exec.
+        let checked = match running(&mut self.procs, current, &probe.path) {
+            Some((proc, space)) => match proc.arm(space, &probe, wants_return, &mut self.retired) {
+                Ok(()) => {
+                    probe.set_status(ProbeStatus::Armed);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            None if is_new => self.check_image(path, addr),
+            None => Ok(()),
         };
         match checked {
             Ok(()) => Ok((probe, is_new)),
@@ -307,6 +315,24 @@ impl Registry {
     }
 }
 
+/// The state of the process `current` (if any) when it runs `path`, with `current`.
+fn running<'p, 's>(
+    procs: &'p mut AddrMap<Box<Process>>,
+    current: Option<&'s mut dyn UserSpace>,
+    path: &Text,
+) -> Option<(&'p mut Process, &'s mut dyn UserSpace)> {
+    let space = current?;
+    let pid = space.pid();
+    if pid == NO_PID {
+        return None;
+    }
+    let proc = procs.get_mut(pid)?;
+    if proc.path != *path {
+        return None;
+    }
+    Some((proc, space))
+}
+
 /// Releases the registry lock `reg`, then drops what the call retired under it.
 fn unlock(mut reg: spin::MutexGuard<'_, Registry>) {
     let retired = reg.retired.take();
@@ -382,12 +408,18 @@ fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
 /// Reads `buf.len()` bytes at a user address: a process's memory or a program's image.
 type ReadFn<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), Fault> + 'a;
 
-/// Reads (through `read`) and decodes the instruction at `addr`. Reading and decoding are
-/// siblings, each with its own small frame in unoptimised builds.
+/// Reads (through `read`) and decodes the instruction at `addr`; a refusal names `addr`.
+/// Reading is a sibling of decoding, each with its own small frame in unoptimised builds.
 fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
-    match read_raw(addr, read) {
-        Ok((raw, len)) => decode_or_refuse(addr, raw, len),
-        Err(e) => Err(e),
+    let decoded = match read_raw(addr, read) {
+        Ok((raw, Some(2))) => decode::decode_raw(raw, 2),
+        Ok((raw, Some(4))) => decode::decode_raw(raw, 4),
+        Ok(_) => Err(Unsupported::Illegal), // longer than 32 bits
+        Err(e) => return Err(e),
+    };
+    match decoded {
+        Ok(insn) => Ok(insn),
+        Err(why) => Err(Error::Unsupported { addr, why }),
     }
 }
 
@@ -395,31 +427,24 @@ fn decode_at(addr: usize, read: &mut ReadFn<'_>) -> Result<Insn, Error> {
 /// encoding longer than 32 bits). The second parcel only when the first says there is one
 /// (the next page may be unmapped).
 fn read_raw(addr: usize, read: &mut ReadFn<'_>) -> Result<(u32, Option<usize>), Error> {
-    let mut bytes = [0u8; 4];
-    if let Err(fault) = read(addr, &mut bytes[..2]) {
+    // One array per parcel: sub-slices of one would bring the slice indexing code and its
+    // checks (about 300 bytes of stack in unoptimised builds).
+    let mut low = [0u8; 2];
+    if let Err(fault) = read(addr, &mut low) {
         return Err(Error::ReadFault(fault));
     }
-    let len = decode::insn_len(u16::from_le_bytes([bytes[0], bytes[1]]));
+    let low = u16::from_le_bytes(low);
+    let len = decode::insn_len(low);
+    let mut high = [0u8; 2];
     if len == Some(4) {
-        if let Err(fault) = read(addr.wrapping_add(2), &mut bytes[2..]) {
+        if let Err(fault) = read(addr.wrapping_add(2), &mut high) {
             return Err(Error::ReadFault(fault));
         }
     }
-    Ok((u32::from_le_bytes(bytes), len))
-}
-
-/// Decodes `raw`, an instruction of `len` bytes at `addr` (`None`: an encoding longer than
-/// 32 bits); a refusal names `addr`.
-fn decode_or_refuse(addr: usize, raw: u32, len: Option<usize>) -> Result<Insn, Error> {
-    let decoded = match len {
-        Some(2) => decode::decode_raw(raw, 2),
-        Some(4) => decode::decode_raw(raw, 4),
-        _ => Err(Unsupported::Illegal),
-    };
-    match decoded {
-        Ok(insn) => Ok(insn),
-        Err(why) => Err(Error::Unsupported { addr, why }),
-    }
+    Ok((
+        u32::from(low) | u32::from(u16::from_le_bytes(high)) << 16,
+        len,
+    ))
 }
 
 /// Writes the breakpoint over the `len`-byte instruction at `addr`: `c.ebreak` over a
@@ -502,56 +527,79 @@ impl Process {
         wants_return: bool,
         retired: &mut Retired,
     ) -> Result<(), Error> {
-        if self.armed.contains(probe.addr) {
-            return self.rearm(space, probe, wants_return, retired);
+        // Already a breakpoint here: keep the recorded original (never re-read: it is the
+        // breakpoint now) and point the entry at `probe`. Else read and check the original.
+        let addr = probe.addr;
+        let mut original = None;
+        if !self.armed.contains(addr) {
+            match self.read_original(space, addr) {
+                Ok(insn) => original = Some(insn),
+                Err(e) => return Err(e),
+            }
         }
-        // Nothing armed yet: read and check the original, then arm it. The room for its
-        // entry is made here, so that growing the table is not nested deeper.
-        self.armed.reserve(1);
-        match self.read_original(space, probe.addr) {
-            Ok(insn) => self.arm_insn(space, probe, &insn, wants_return),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// [`arm`](Self::arm) where a breakpoint is already armed: keeps the recorded
-    /// original (never re-read: it is the breakpoint now) and points the entry at `probe`.
-    fn rearm(
-        &mut self,
-        space: &mut dyn UserSpace,
-        probe: &Arc<Probe>,
-        wants_return: bool,
-        retired: &mut Retired,
-    ) -> Result<(), Error> {
-        if wants_return {
-            if let Err(e) = self.xol.ensure_trampoline(space) {
+        // The XOL pages it needs are mapped before anything is written. Reading, mapping
+        // and writing are sibling calls, so their frames do not add up in unoptimised
+        // builds.
+        let stepped = original.is_some_and(|insn| insn.class() == Class::Xol);
+        if self.xol.needs_page(wants_return, stepped) {
+            if let Err(e) = self.xol.add_page(space) {
                 return Err(e);
             }
         }
-        if let Some(armed) = self.armed.get_mut(probe.addr) {
-            retired.probe(core::mem::replace(&mut armed.probe, probe.clone()));
-        }
-        Ok(())
+        let Some(insn) = original else {
+            if let Some(armed) = self.armed.get_mut(addr) {
+                retired.probe(core::mem::replace(&mut armed.probe, probe.clone()));
+            }
+            return Ok(());
+        };
+        // The room for its entry is made here, so that growing the table is not nested
+        // deeper.
+        self.armed.reserve(1);
+        self.arm_insn(space, probe, &insn)
     }
 
-    /// Arms `probe` on its original instruction `insn`: takes an XOL slot if it needs one,
-    /// writes the breakpoint, records the armed entry.
+    /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
+    /// (Checks, read, decoding and overlap test are siblings: each keeps its own small
+    /// frame.)
+    fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
+        if let Err(e) = self.check_armable(space, addr) {
+            return Err(e);
+        }
+        // Read and decoded here (as `decode_at` does), not through it: one frame less above
+        // the decoder.
+        let decoded = match read_raw(addr, &mut |at, buf| space.read(at, buf)) {
+            Ok((raw, Some(2))) => decode::decode_raw(raw, 2),
+            Ok((raw, Some(4))) => decode::decode_raw(raw, 4),
+            Ok(_) => Err(Unsupported::Illegal), // longer than 32 bits
+            Err(e) => return Err(e),
+        };
+        let insn = match decoded {
+            Ok(insn) => insn,
+            Err(why) => return Err(Error::Unsupported { addr, why }),
+        };
+        // A probe armed on this instruction's second half: its breakpoint is in the bytes
+        // just read, and recording them as the original would corrupt the text later.
+        if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
+            return Err(Error::Conflict(addr));
+        }
+        Ok(insn)
+    }
+
+    /// Arms `probe` on its original instruction `insn`: takes an XOL slot if it needs one
+    /// (mapped by [`arm`](Self::arm)), writes the breakpoint, records the armed entry.
     fn arm_insn(
         &mut self,
         space: &mut dyn UserSpace,
         probe: &Arc<Probe>,
         insn: &Insn,
-        wants_return: bool,
     ) -> Result<(), Error> {
-        if wants_return {
-            if let Err(e) = self.xol.ensure_trampoline(space) {
-                return Err(e);
+        let mut slot = None;
+        if insn.class() == Class::Xol {
+            match self.xol.alloc(space, probe.addr, insn) {
+                Ok(taken) => slot = Some(taken),
+                Err(e) => return Err(e),
             }
         }
-        let slot = match self.slot_for(space, probe.addr, insn) {
-            Ok(slot) => slot,
-            Err(e) => return Err(e),
-        };
         let compressed = self.compressed_breakpoints;
         if let Err(e) = write_breakpoint(space, probe.addr, insn.len(), compressed) {
             if let Some(slot) = slot {
@@ -563,26 +611,6 @@ impl Process {
         Ok(())
     }
 
-    /// An XOL slot holding `insn` for the probe at `addr` (on a new page if needed), when
-    /// `insn` is stepped out of line.
-    fn slot_for(
-        &mut self,
-        space: &mut dyn UserSpace,
-        addr: usize,
-        insn: &Insn,
-    ) -> Result<Option<usize>, Error> {
-        if insn.class() != Class::Xol {
-            return Ok(None);
-        }
-        if let Err(e) = self.xol.reserve_slot(space) {
-            return Err(e);
-        }
-        match self.xol.alloc(space, addr, insn) {
-            Ok(slot) => Ok(Some(slot)),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Enters the armed `probe` (original `insn`, XOL `slot`) in the room [`arm`](Self::arm)
     /// made for it; its address was not armed.
     fn record_armed(&mut self, probe: &Arc<Probe>, insn: &Insn, slot: Option<usize>) {
@@ -591,24 +619,6 @@ impl Process {
             insn: *insn,
             slot,
         });
-    }
-
-    /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
-    /// (Checks, read and overlap test are siblings: each keeps its own small frame.)
-    fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
-        if let Err(e) = self.check_armable(space, addr) {
-            return Err(e);
-        }
-        let insn = match decode_at(addr, &mut |at, buf| space.read(at, buf)) {
-            Ok(insn) => insn,
-            Err(e) => return Err(e),
-        };
-        // A probe armed on this instruction's second half: its breakpoint is in the bytes
-        // just read, and recording them as the original would corrupt the text later.
-        if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
-            return Err(Error::Conflict(addr));
-        }
-        Ok(insn)
     }
 
     /// Whether a probe may go at `addr`, before reading it.
@@ -628,37 +638,6 @@ impl Process {
             return Err(Error::NotExecutable(addr));
         }
         Ok(())
-    }
-
-    /// Arms every probe of `probes` and records each outcome in its status (a new failure
-    /// is logged once per probe and error, not at every exec); the first error after
-    /// trying all.
-    fn arm_all(
-        &mut self,
-        space: &mut dyn UserSpace,
-        probes: &AddrMap<Arc<Probe>>,
-        retired: &mut Retired,
-    ) -> Option<Error> {
-        let mut first_error = None;
-        for i in 0..probes.slot_count() {
-            let Some(probe) = probes.value_at(i) else {
-                continue;
-            };
-            let status = match self.arm(space, probe, probe.wants_return(), retired) {
-                Ok(()) => ProbeStatus::Armed,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    ProbeStatus::Failed(e)
-                }
-            };
-            let previous = probe.set_status(status);
-            if let ProbeStatus::Failed(e) = status {
-                if previous != status {
-                    warn_arm_failed(probe, e);
-                }
-            }
-        }
-        first_error
     }
 
     /// Restores the instructions of removed probes, whose objects go to `retired`; the

@@ -42,63 +42,68 @@ impl Page {
     fn new(base: usize) -> Self {
         Page {
             base,
-            slots: Array::filled(PAGE_SIZE / SLOT_SIZE, Slot::default()),
+            slots: Array::with_len(PAGE_SIZE / SLOT_SIZE, Slot::default),
         }
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Xol {
     pages: Array<Page>,
+    /// Room for every slot of the area is kept reserved ([`reserve_every_slot`](
+    /// Xol::reserve_every_slot)), so putting a slot back ([`free_slot`]) never allocates.
     free: Array<usize>,
 }
 
+impl Clone for Xol {
+    fn clone(&self) -> Self {
+        let mut copy = Xol {
+            pages: self.pages.clone(),
+            free: self.free.clone(),
+        };
+        copy.reserve_every_slot();
+        copy
+    }
+}
+
 impl Xol {
+    /// Gives the free list room for every probe slot of the mapped pages.
+    fn reserve_every_slot(&mut self) {
+        let slots = self.pages.len() * SLOTS_PER_PAGE;
+        self.free.reserve(slots.saturating_sub(self.free.len()));
+    }
+
     /// The trampoline address, once the first page exists.
     pub fn trampoline(&self) -> Option<usize> {
         self.pages.first().map(|p| p.base)
     }
 
-    /// Maps the first page (with its trampoline) if there is none yet.
-    pub fn ensure_trampoline(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
-        match self.trampoline() {
-            Some(t) => Ok(t),
-            None => self.add_page(space),
-        }
-    }
-
-    fn add_page(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
+    /// Maps a page, the first with the trampoline; puts its probe slots on the free list,
+    /// lowest address on top (here, not in a helper: one frame less above the allocations).
+    pub fn add_page(&mut self, space: &mut dyn UserSpace) -> Result<usize, Error> {
         let base = match map_page(space, self.pages.is_empty()) {
             Ok(base) => base,
             Err(e) => return Err(e),
         };
         self.pages.push(Page::new(base));
-        self.add_free_slots(base);
+        self.reserve_every_slot();
+        // A plain loop: an iterator's state would sit in this frame.
+        let mut i = PAGE_SIZE / SLOT_SIZE;
+        while i > 1 {
+            i -= 1;
+            free_slot(&mut self.free, base + i * SLOT_SIZE);
+        }
         Ok(base)
     }
 
-    /// Puts the probe slots of the page at `base` on the free list, lowest address on top.
-    fn add_free_slots(&mut self, base: usize) {
-        self.free.reserve(SLOTS_PER_PAGE);
-        for i in (1..PAGE_SIZE / SLOT_SIZE).rev() {
-            self.free.push(base + i * SLOT_SIZE);
-        }
+    /// Whether arming a probe needs a new page first: the first (with the trampoline) for a
+    /// return probe (`trampoline`), or one with a free slot for an instruction stepped out
+    /// of line (`slot`). One page is enough: the first brings free slots.
+    pub fn needs_page(&self, trampoline: bool, slot: bool) -> bool {
+        (self.pages.is_empty() && (trampoline || slot)) || (slot && self.free.is_empty())
     }
 
-    /// Makes sure a free slot exists, mapping the first page (with the trampoline) or one
-    /// more page as needed. Separate from [`alloc`](Self::alloc) so the page mapping and
-    /// the slot write are not nested on the stack.
-    pub fn reserve_slot(&mut self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        // The first page brings free slots, so this maps at most one page.
-        while self.pages.is_empty() || self.free.is_empty() {
-            if let Err(e) = self.add_page(space) {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes a free slot (see [`reserve_slot`](Self::reserve_slot)) for the probe at
+    /// Takes a free slot (see [`needs_page`](Self::needs_page)) for the probe at
     /// `owner`, writes `insn` and a breakpoint into it.
     pub fn alloc(
         &mut self,
@@ -110,7 +115,7 @@ impl Xol {
             return Err(Error::XolMapFailed);
         };
         if let Err(e) = write_slot(space, slot, insn) {
-            self.free.push(slot);
+            free_slot(&mut self.free, slot);
             return Err(e);
         }
         if let Some(entry) = self.slot_mut(slot) {
@@ -127,7 +132,7 @@ impl Xol {
     pub fn release(&mut self, slot: usize) {
         if let Some(entry) = self.slot_mut(slot) {
             if entry.owner.take().is_some() && entry.steppers == 0 {
-                self.free.push(slot);
+                free_slot(&mut self.free, slot);
             }
         }
     }
@@ -149,7 +154,7 @@ impl Xol {
             }
             entry.steppers -= 1;
             if entry.steppers == 0 && entry.owner.is_none() {
-                self.free.push(slot);
+                free_slot(&mut self.free, slot);
             }
         }
     }
@@ -163,7 +168,7 @@ impl Xol {
                 if entry.steppers != 0 {
                     entry.steppers = 0;
                     if entry.owner.is_none() {
-                        free.push(page.base + i * SLOT_SIZE);
+                        free_slot(free, page.base + i * SLOT_SIZE);
                     }
                 }
             }
@@ -177,6 +182,13 @@ impl Xol {
             .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
         page.slots.get_mut(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
+}
+
+/// Puts `slot` on the free list `free`, which has room for every slot of the area
+/// ([`Xol::reserve_every_slot`]): never allocates, also on the trap path. (Were there no
+/// room, the slot would not be reused: never handed out twice.)
+fn free_slot(free: &mut Array<usize>, slot: usize) {
+    let _ = free.push_within_capacity(slot);
 }
 
 /// Maps a fresh XOL page; the first (`first`) gets the trampoline in its slot 0.
@@ -196,14 +208,54 @@ fn map_page(space: &mut dyn UserSpace, first: bool) -> Result<usize, Error> {
 
 /// Writes `insn` and a breakpoint into the slot at `slot`.
 fn write_slot(space: &mut dyn UserSpace, slot: usize, insn: &Insn) -> Result<(), Error> {
-    // Built from the little-endian value (no `copy_from_slice`: its debug precondition
-    // checks add some 500 bytes of stack in unoptimised builds).
+    // Built from the little-endian value, written as a whole array: no `copy_from_slice`
+    // or sub-slice, whose debug checks add hundreds of bytes of stack in unoptimised
+    // builds.
     let len = insn.len();
     let insn_bits = u64::from(insn.raw()) & (u64::MAX >> (64 - 8 * len));
-    let bytes = (insn_bits | (u64::from(EBREAK) << (8 * len))).to_le_bytes();
-    space
-        .write(slot, &bytes[..len + 4])
-        .map_err(Error::WriteFault)?;
+    let b = (insn_bits | (u64::from(EBREAK) << (8 * len))).to_le_bytes();
+    let written = if len == 2 {
+        space.write(slot, &[b[0], b[1], b[2], b[3], b[4], b[5]])
+    } else {
+        space.write(slot, &b)
+    };
+    if let Err(fault) = written {
+        return Err(Error::WriteFault(fault));
+    }
     space.flush_icache(slot, SLOT_SIZE);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Xol, SLOTS_PER_PAGE};
+    use crate::decode::decode;
+    use crate::testing::MemSpace;
+
+    /// Every slot of two pages (and of a fork's copy) can be taken, given back and taken
+    /// again: the free list never runs out of room for a slot put back.
+    #[test]
+    fn every_slot_comes_back_in_the_area_and_in_a_copy() {
+        let mut space = MemSpace::new(1);
+        let insn = decode(&0x0000_0013u32.to_le_bytes()).unwrap(); // nop
+        let mut xol = Xol::default();
+        let mut taken = alloc::vec::Vec::new();
+        for owner in 0..2 * SLOTS_PER_PAGE {
+            if xol.needs_page(false, true) {
+                xol.add_page(&mut space).unwrap();
+            }
+            taken.push(xol.alloc(&mut space, owner, &insn).unwrap());
+        }
+        assert_eq!(xol.pages.len(), 2);
+        assert!(xol.free.is_empty());
+        let mut copy = xol.clone();
+        for &slot in &taken {
+            xol.release(slot);
+            copy.release(slot);
+        }
+        for area in [&mut xol, &mut copy] {
+            assert_eq!(area.free.len(), 2 * SLOTS_PER_PAGE);
+            assert!(!area.needs_page(false, true));
+        }
+    }
 }
