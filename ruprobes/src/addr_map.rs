@@ -167,8 +167,18 @@ impl<V> AddrMap<V> {
     }
 
     pub fn remove(&mut self, addr: usize) -> Option<V> {
-        let hole = self.find(addr)?;
-        let (_, value) = self.slots.get_mut(hole)?.take()?;
+        // Plain branches, no `?`: each would add a copy of the entry to this frame in
+        // unoptimised builds.
+        let Some(hole) = self.find(addr) else {
+            return None;
+        };
+        let entry = match self.slots.get_mut(hole) {
+            Some(slot) => slot.take(),
+            None => None,
+        };
+        let Some((_, value)) = entry else {
+            return None;
+        };
         self.len -= 1;
         self.close_hole(hole);
         Some(value)

@@ -128,25 +128,15 @@ impl Registry {
                 None => Ok(()),
             };
         };
-        // Arms every probe of the path and records each outcome in its status (a new
-        // failure is logged once per probe and error, not at every exec). The loop is
-        // here, not in a helper: one frame less above the arming.
+        // Arms every probe of the path and records each outcome in its status. The loop
+        // is here, not in a helper: one frame less above the arming.
         for i in 0..probes.1.slot_count() {
             let Some(probe) = probes.1.value_at(i) else {
                 continue;
             };
-            let status = match proc.arm(space, probe, probe.wants_return(), &mut self.retired) {
-                Ok(()) => ProbeStatus::Armed,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    ProbeStatus::Failed(e)
-                }
-            };
-            let previous = probe.set_status(status);
-            if let ProbeStatus::Failed(e) = status {
-                if previous != status {
-                    warn_arm_failed(probe, e);
-                }
+            let armed = proc.arm(space, probe, probe.wants_return(), &mut self.retired);
+            if let Some(e) = record_status(probe, armed) {
+                first_error.get_or_insert(e);
             }
         }
         match first_error {
@@ -701,6 +691,25 @@ impl Process {
     }
 }
 
+/// Records the outcome of arming `probe` in its status; a new failure is logged once per
+/// probe and error, not at every exec. Returns the error.
+fn record_status(probe: &Probe, armed: Result<(), Error>) -> Option<Error> {
+    let status = match armed {
+        Ok(()) => ProbeStatus::Armed,
+        Err(e) => ProbeStatus::Failed(e),
+    };
+    let previous = probe.set_status(status);
+    match status {
+        ProbeStatus::Failed(e) => {
+            if previous != status {
+                warn_arm_failed(probe, e);
+            }
+            Some(e)
+        }
+        _ => None,
+    }
+}
+
 /// Logs that `probe` could not be armed (its own function: formatting has a big frame).
 fn warn_arm_failed(probe: &Probe, e: Error) {
     log::warn!(
@@ -742,6 +751,13 @@ impl Uprobes {
                 },
             }
         }
+    }
+
+    /// The registry lock, for calls that change the registry. A function of its own: the
+    /// spin loop, inlined into each caller, would sit in every entry point's frame in
+    /// unoptimised builds.
+    fn lock(&self) -> spin::MutexGuard<'_, Registry> {
+        self.registry.lock()
     }
 
     /// The registry lock, for the trap path: counts acquisitions, contention and spins.
@@ -796,7 +812,7 @@ impl Uprobes {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         let result = match reg.register(path, addr, &consumer, current) {
             Ok((probe, is_new)) => Ok(reg.add_consumer(probe, is_new, consumer)),
             Err(e) => Err(e),
@@ -814,7 +830,7 @@ impl Uprobes {
         id: ConsumerId,
         current: Option<&mut dyn UserSpace>,
     ) -> Result<(), Error> {
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         let result = reg.unregister(id, current);
         unlock(reg);
         result
@@ -824,7 +840,7 @@ impl Uprobes {
     /// its path that are not armed yet, restores the instructions of removed probes. Returns
     /// the first error after trying every probe.
     pub fn sync(&self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         let result = reg.sync(space);
         unlock(reg);
         result
@@ -838,7 +854,7 @@ impl Uprobes {
             return Err(Error::UnknownProcess(NO_PID));
         }
         let mut fresh = Process::boxed(path);
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         fresh.compressed_breakpoints = reg.compressed_breakpoints;
         let old = reg.procs.insert(space.pid(), fresh);
         let result = reg.sync(space);
@@ -851,7 +867,7 @@ impl Uprobes {
     /// XOL pages included). The child's first thread inherits the pending returns of the
     /// forking thread.
     pub fn on_fork(&self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         let Some(state) = reg
             .procs
             .get(parent)
@@ -866,14 +882,14 @@ impl Uprobes {
 
     /// Call when a process exits: drops its state.
     pub fn on_exit(&self, pid: Pid) {
-        let gone = self.registry.lock().procs.remove(pid);
+        let gone = self.lock().procs.remove(pid);
         drop(gone); // freed outside the lock
     }
 
     /// Call when one thread of a process exits while the process goes on (a killed thread
     /// included): drops its pending returns and any out-of-line step it was in.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
-        let mut reg = self.registry.lock();
+        let mut reg = self.lock();
         let Some(proc) = reg.procs.get_mut(pid) else {
             return;
         };
@@ -898,7 +914,7 @@ impl Uprobes {
 
     /// Counters of the probe at (`path`, `addr`), while it is registered.
     pub fn stats(&self, path: &str, addr: usize) -> Option<ProbeStats> {
-        let reg = self.registry.lock();
+        let reg = self.lock();
         reg.probes_of(path)?.get(addr).map(|p| p.stats())
     }
 
@@ -909,7 +925,7 @@ impl Uprobes {
     /// when the kernel gave an [`ImageReader`] ([`set_image_reader`](Self::set_image_reader));
     /// otherwise the first `exec` arms it, and this status is where a refusal shows.
     pub fn status(&self, id: ConsumerId) -> Result<ProbeStatus, Error> {
-        let reg = self.registry.lock();
+        let reg = self.lock();
         let probe = reg.consumers.get(id.0).ok_or(Error::NotRegistered)?;
         Ok(probe.status())
     }
@@ -917,7 +933,7 @@ impl Uprobes {
     /// Lets [`register`](Self::register) check probes on programs that are not running:
     /// `reader` reads the bytes a program's image holds at a user address.
     pub fn set_image_reader(&self, reader: Option<ImageReader>) {
-        self.registry.lock().image_reader = reader;
+        self.lock().image_reader = reader;
     }
 
     /// Breakpoints on 32-bit instructions are the 2-byte `c.ebreak` in their first parcel
@@ -929,12 +945,12 @@ impl Uprobes {
     /// `addi sp, sp, -16` was seen as `addi sp, zero, 1`). Only for harts with the C
     /// extension.
     pub fn set_compressed_breakpoints(&self, on: bool) {
-        self.registry.lock().compressed_breakpoints = on;
+        self.lock().compressed_breakpoints = on;
     }
 
     /// The trampoline address of a process, once it has one.
     pub fn trampoline(&self, pid: Pid) -> Option<usize> {
-        self.registry.lock().procs.get(pid)?.xol.trampoline()
+        self.lock().procs.get(pid)?.xol.trampoline()
     }
 
     /// Call on every user fault other than a breakpoint (page fault, illegal instruction…).

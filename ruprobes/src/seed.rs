@@ -155,7 +155,15 @@ pub fn uprobe_register(
     ptype: ProbeType,
 ) -> isize {
     let consumer = seed_consumer(handler, post_handler, ptype);
-    match ENGINE.register(&path, addr, consumer, Some(&mut KernelSpace)) {
+    let registered = ENGINE.register(&path, addr, consumer, Some(&mut KernelSpace));
+    // The outcome is handled in a sibling call: this frame is under the whole arming.
+    outcome(path, addr, registered)
+}
+
+/// What [`uprobe_register`] returns for `registered`; remembers a registration, logs a
+/// refusal.
+fn outcome(path: String, addr: usize, registered: Result<ConsumerId, Error>) -> isize {
+    match registered {
         Ok(id) => {
             remember(path, addr, id);
             0
@@ -232,10 +240,19 @@ fn take_registrations(path: &str, addr: usize) -> Array<ConsumerId> {
 pub fn uprobes_init() {
     // On the heap: a path buffer on the stack would be the biggest frame of the exec path.
     let mut buf = Array::filled(PATH_MAX, 0u8);
-    match current_exec_path(&mut buf) {
-        Some(path) => exec(path),
-        None => log::warn!("ruprobes: uprobes_init: no executable path for the current process"),
+    let Some(path) = current_exec_path(&mut buf) else {
+        warn_no_exec_path();
+        return;
+    };
+    if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path) {
+        warn_exec_failed(path, e);
     }
+}
+
+/// Logs that the current process has no executable path (its own function: formatting
+/// has a big frame).
+fn warn_no_exec_path() {
+    log::warn!("ruprobes: uprobes_init: no executable path for the current process");
 }
 
 /// The current process's executable path, read into `buf`.
@@ -244,14 +261,6 @@ fn current_exec_path(buf: &mut [u8]) -> Option<&str> {
     let len = unsafe { os_current_exec_path(buf.as_mut_ptr(), buf.len()) };
     let bytes = buf.get(..usize::try_from(len).ok()?)?;
     core::str::from_utf8(bytes).ok()
-}
-
-/// Arms the probes of `path` in the current process (its own function: the log line
-/// formats, which needs a big frame).
-fn exec(path: &str) {
-    if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path) {
-        warn_exec_failed(path, e);
-    }
 }
 
 /// Logs a failed exec hook (its own function: formatting has a big frame).
