@@ -33,7 +33,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 
-use crate::array::Array;
+use crate::array::{Array, Text};
 use crate::engine::{Trap, Uprobes};
 use crate::error::{Error, Fault};
 use crate::probe::{Consumer, ConsumerId, ProbeStatus};
@@ -238,15 +238,21 @@ fn take_registrations(path: &str, addr: usize) -> Array<ConsumerId> {
 /// Call in `sys_exec` once the new image is mapped (and for the first process): arms the
 /// probes of the new program.
 pub fn uprobes_init() {
-    // On the heap: a path buffer on the stack would be the biggest frame of the exec path.
-    let mut buf = Array::filled(PATH_MAX, 0u8);
-    let Some(path) = current_exec_path(&mut buf) else {
+    let Some(path) = exec_path() else {
         warn_no_exec_path();
         return;
     };
-    if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path) {
-        warn_exec_failed(path, e);
+    if let Err(e) = ENGINE.on_exec(&mut KernelSpace, path.as_str()) {
+        warn_exec_failed(path.as_str(), e);
     }
+}
+
+/// The current process's executable path. Read in a function of its own, into a buffer on
+/// the heap: a path buffer on the stack would be the biggest frame of the exec path, and
+/// the reading would add to the frame above `on_exec`.
+fn exec_path() -> Option<Text> {
+    let mut buf = Array::filled(PATH_MAX, 0u8);
+    current_exec_path(&mut buf).map(Text::new)
 }
 
 /// Logs that the current process has no executable path (its own function: formatting
