@@ -572,6 +572,8 @@ impl Machine {
             let stop = if self.config.count_pcs {
                 *self.pc_counts.entry(self.cpu.pc).or_insert(0) += 1;
                 self.cpu.run(&mut self.mem, 1)
+            } else if self.cpu.at_known_breakpoint(&self.mem) {
+                self.cpu.breakpoint_stop()
             } else {
                 self.cpu.run(&mut self.mem, left.min(slice))
             };

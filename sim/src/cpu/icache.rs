@@ -64,6 +64,13 @@ impl DecodeCache {
         index
     }
 
+    /// Whether every decoded page still describes `mem` (no code written since the last
+    /// [`sync`](Self::sync)).
+    #[inline]
+    pub fn in_sync(&self, mem: &PhysMem) -> bool {
+        mem.id() == self.mem_id && mem.code_gen() == self.seen_code_gen
+    }
+
     /// Drops pages whose frame was written since they were decoded. Returns whether any
     /// page was dropped.
     pub fn sync(&mut self, mem: &PhysMem) -> bool {

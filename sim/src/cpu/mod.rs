@@ -171,6 +171,30 @@ impl Cpu {
         self.instret = value;
     }
 
+    /// Whether the instruction at `pc` is a breakpoint that [`run`](Self::run) would stop
+    /// at right away, known without fetching it: it is in the decode cache of the page the
+    /// CPU executes from, and no code was written since. After a trap on a probe at every
+    /// instruction, the next one usually is; the machine then takes the trap without
+    /// entering `run`. `false` says nothing.
+    #[inline]
+    pub fn at_known_breakpoint(&self, mem: &PhysMem) -> bool {
+        if self.pc >> 12 != self.cur_vpn || self.pc & 1 != 0 || !self.icache.in_sync(mem) {
+            return false;
+        }
+        let slot = ((self.pc & (PAGE_SIZE - 1)) >> 1) as usize;
+        self.icache
+            .slots
+            .get(self.cur_page * icache::SLOTS + slot)
+            .is_some_and(|insn| insn.op == Op::Ebreak)
+    }
+
+    /// Takes the trap of a breakpoint found by
+    /// [`at_known_breakpoint`](Self::at_known_breakpoint), as `run` would have stopped.
+    pub fn breakpoint_stop(&mut self) -> Stop {
+        self.reservation = None;
+        Stop::Breakpoint
+    }
+
     /// Executes until a trap or until `budget` instructions have retired.
     pub fn run(&mut self, mem: &mut PhysMem, budget: u64) -> Stop {
         if self.icache.sync(mem) {
