@@ -37,6 +37,38 @@ struct Armed {
     slot: Option<usize>,
 }
 
+/// What a hit takes from its armed entry under the read lock, to go on with unlocked.
+struct ArmedHit {
+    addr: usize,
+    /// The original instruction.
+    insn: Insn,
+    consumers: Consumers,
+    /// The XOL slot it steps in (pinned for this hit), for an instruction run out of line.
+    slot: Option<usize>,
+    /// A consumer wants the function's return.
+    wants_return: bool,
+    /// The probe, when a step or a return instance must keep it (`None` otherwise: an
+    /// emulated hit without return handlers changes no reference count of the probe).
+    probe: Option<Arc<Probe>>,
+}
+
+impl ArmedHit {
+    /// The hit on `armed`, whose consumer list is `consumers` (taken under the lock).
+    fn new(armed: &Armed, consumers: Consumers) -> Self {
+        let slot = step_slot(armed);
+        let wants_return = consumers.iter().any(|(_, c)| c.has_return());
+        let probe = (slot.is_some() || wants_return).then(|| armed.probe.clone());
+        ArmedHit {
+            addr: armed.probe.addr,
+            insn: armed.insn,
+            consumers,
+            slot,
+            wants_return,
+            probe,
+        }
+    }
+}
+
 /// An instruction being stepped out of line by one thread. Its probe is referred to
 /// weakly, as in [`ReturnInstance`]: a step dropped on the trap path (a stale one, a
 /// fault, a thread's exit) never drops a probe's last reference.
@@ -56,13 +88,22 @@ struct ThreadState {
     stepping: Option<Step>,
 }
 
-impl ThreadState {
-    fn new() -> Self {
-        ThreadState {
-            returns: ReturnStack::new(),
-            stepping: None,
-        }
-    }
+/// A thread's state behind its own lock, on the heap and on cache lines of its own: the
+/// locks of threads hitting on different harts do not share a line, and the table moves
+/// 8-byte values when it grows.
+type PerThread = Box<CacheLine<spin::Mutex<ThreadState>>>;
+
+/// The state of a thread with `returns` pending and no step.
+fn per_thread(returns: ReturnStack) -> PerThread {
+    Box::new(CacheLine(spin::Mutex::new(ThreadState {
+        returns,
+        stepping: None,
+    })))
+}
+
+/// The state of a thread that has not trapped yet.
+fn new_thread() -> PerThread {
+    per_thread(ReturnStack::new())
 }
 
 /// Per-process state: which image it runs, what is armed, its XOL area, its threads.
@@ -70,7 +111,9 @@ struct Process {
     path: Text,
     armed: AddrMap<Armed>,
     xol: Xol,
-    threads: AddrMap<ThreadState>,
+    /// Each behind a lock of its own: the trap path, which holds only the registry's read
+    /// lock, changes the state of its own thread.
+    threads: AddrMap<PerThread>,
     /// Breakpoints are `c.ebreak` on 32-bit instructions too (see
     /// [`Uprobes::set_compressed_breakpoints`]).
     compressed_breakpoints: bool,
@@ -194,7 +237,8 @@ impl Registry {
         consumer: &Consumer,
     ) -> Result<(Arc<Probe>, bool), Error> {
         match self.probes_of(path).and_then(|m| m.get(addr)) {
-            Some(probe) if probe.has_consumer(consumer) => Err(Error::AlreadyRegistered),
+            // SAFETY: `&self` is the registry, reached only through its lock.
+            Some(probe) if unsafe { probe.has_consumer(consumer) } => Err(Error::AlreadyRegistered),
             Some(probe) => Ok((probe.clone(), false)),
             None => Ok((Probe::new_shared(path, addr), true)),
         }
@@ -204,7 +248,8 @@ impl Registry {
     fn add_consumer(&mut self, probe: Arc<Probe>, is_new: bool, consumer: Consumer) -> ConsumerId {
         let id = ConsumerId(self.next_id);
         self.next_id += 1;
-        self.retired.list(add_consumer(&probe, id, consumer));
+        let old = add_consumer(self, &probe, id, consumer);
+        self.retired.list(old);
         if is_new {
             self.add_probe(&probe);
         }
@@ -267,7 +312,7 @@ impl Registry {
         let Some(probe) = self.consumers.get(id.0).cloned() else {
             return Err(Error::NotRegistered);
         };
-        let list = consumers_without(&probe, id);
+        let list = consumers_without(self, &probe, id);
         if list.is_empty() {
             // Restore first: if that fails, nothing has changed and the call can be retried.
             if let Some(space) = current {
@@ -279,7 +324,9 @@ impl Registry {
             probe.mark_removed();
             self.remove_probe(&probe);
         }
-        self.retired.list(probe.set_consumers(Arc::new(list)));
+        // SAFETY: `&mut self` is the registry: its write side is held.
+        let old = unsafe { probe.set_consumers(Arc::new(list)) };
+        self.retired.list(old);
         if let Some(entry) = self.consumers.remove(id.0) {
             self.retired.probe(entry);
         }
@@ -324,23 +371,37 @@ fn running<'p, 's>(
 }
 
 /// Releases the registry lock `reg`, then drops what the call retired under it.
-fn unlock(mut reg: spin::MutexGuard<'_, Registry>) {
+fn unlock(mut reg: spin::RwLockWriteGuard<'_, Registry>) {
     let retired = reg.retired.take();
     drop(reg);
     drop(retired);
 }
 
 /// Appends `consumer` with `id` to the consumers of `probe`; the old list, to retire.
-fn add_consumer(probe: &Probe, id: ConsumerId, consumer: Consumer) -> Consumers {
-    let mut list = Array::clone(&probe.consumers());
+/// `_locked` (the registry, held through its write side) is the proof
+/// [`Probe::set_consumers`] asks for.
+fn add_consumer(
+    _locked: &mut Registry,
+    probe: &Probe,
+    id: ConsumerId,
+    consumer: Consumer,
+) -> Consumers {
+    // SAFETY: `_locked` is the registry, borrowed mutably: its write side is held.
+    let mut list = Array::clone(&*unsafe { probe.consumers() });
     list.push((id, consumer));
-    probe.set_consumers(Arc::new(list))
+    // SAFETY: as above.
+    unsafe { probe.set_consumers(Arc::new(list)) }
 }
 
-/// The consumers of `probe` but `id`.
-fn consumers_without(probe: &Probe, id: ConsumerId) -> Array<(ConsumerId, Consumer)> {
+/// The consumers of `probe` but `id`; `_locked` (the registry) proves its lock is held.
+fn consumers_without(
+    _locked: &Registry,
+    probe: &Probe,
+    id: ConsumerId,
+) -> Array<(ConsumerId, Consumer)> {
     let mut list = Array::new();
-    for (cid, consumer) in probe.consumers().iter() {
+    // SAFETY: `_locked` is the registry, reached only through its lock.
+    for (cid, consumer) in unsafe { probe.consumers() }.iter() {
         if *cid != id {
             list.push((*cid, consumer.clone()));
         }
@@ -350,14 +411,31 @@ fn consumers_without(probe: &Probe, id: ConsumerId) -> Array<(ConsumerId, Consum
 
 /// The uprobes engine. Keep one per kernel (in a `static`: [`Uprobes::new`] is `const`).
 ///
-/// All state sits behind one spin lock that is never held while a handler runs, so handlers
-/// may register and unregister probes.
+/// All state sits behind one reader-writer spin lock that is never held while a handler
+/// runs, so handlers may register and unregister probes. Breakpoint traps take only its
+/// read side (hits on several harts run side by side), except a thread's first trap that
+/// needs per-thread state (it allocates) and the lazy restore of a removed probe.
+/// Everything that writes user memory (register, unregister, sync, exec) takes the write
+/// side, which new readers wait for: a writer gets in under a constant stream of hits.
 pub struct Uprobes {
-    registry: spin::Mutex<Registry>,
-    /// Probed instructions executed in the trap (see [`Uprobes::executed_in_trap`]).
-    executed_in_trap: AtomicU64,
+    registry: spin::RwLock<Registry>,
+    /// Probed instructions executed in the trap (see [`Uprobes::executed_in_trap`]); on a
+    /// cache line of its own, away from the lock word every trap changes.
+    executed_in_trap: CacheLine<AtomicU64>,
     /// See [`TrapStats`].
-    trap_counters: TrapCounters,
+    trap_counters: CacheLine<TrapCounters>,
+}
+
+/// A value on a cache line of its own (64 bytes, the line of common RISC-V cores), so that
+/// counters every hart bumps do not also bounce the registry lock's line.
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// How the trap path met the registry lock, and how often a trap outlived its probe: for
@@ -365,10 +443,11 @@ pub struct Uprobes {
 /// [`Uprobes::trap_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrapStats {
-    /// Registry lock acquisitions on the trap path (one to three per breakpoint trap).
+    /// Registry lock acquisitions on the trap path (one to three per breakpoint trap; the
+    /// read side but for a thread's first trap and the lazy restore of a removed probe).
     pub lock_acquisitions: u64,
-    /// Of those, how many found the lock held (by another hart, or a thread preempted
-    /// while holding it).
+    /// Of those, how many had to wait: a writer (registration, exec...) held the lock or
+    /// was waiting for it, or (for a write-side acquisition) other traps held it.
     pub lock_contended: u64,
     /// Spin-loop iterations spent waiting for it.
     pub lock_spins: u64,
@@ -389,6 +468,10 @@ impl Default for Uprobes {
         Self::new()
     }
 }
+
+/// Spin iterations a trap waits between two attempts at the read side while a writer waits
+/// for the readers to leave.
+const READ_BACKOFF: u64 = 64;
 
 /// The bytes of `insn` as they were in memory.
 fn insn_bytes(insn: &Insn) -> ([u8; 4], usize) {
@@ -493,18 +576,11 @@ impl Process {
         if let Some(parent) = self.threads.get(parent_tid) {
             // Made in place (the closure owns nothing a missed call would drop).
             state.threads.reserve(1);
-            state.threads.insert_reserved(child_tid, || ThreadState {
-                returns: parent.returns.clone(),
-                stepping: None,
-            });
+            state
+                .threads
+                .insert_reserved(child_tid, || per_thread(parent.lock().returns.clone()));
         }
         state
-    }
-
-    /// The state of thread `tid`, created on its first trap. `None` cannot happen (the
-    /// map always finds what it just inserted) but is not a panic on the trap path.
-    fn thread(&mut self, tid: Tid) -> Option<&mut ThreadState> {
-        self.threads.get_or_insert_with(tid, ThreadState::new)
     }
 
     /// Arms `probe` (or refreshes an armed entry left by a removed probe object). On error
@@ -685,7 +761,11 @@ impl Process {
 
     /// Thread `tid` is done with the slot it was to step in, if any.
     fn end_step(&mut self, tid: Tid) {
-        if let Some(step) = self.threads.get_mut(tid).and_then(|t| t.stepping.take()) {
+        if let Some(step) = self
+            .threads
+            .get_mut(tid)
+            .and_then(|t| t.0.get_mut().stepping.take())
+        {
             self.xol.unpin(step.slot);
         }
     }
@@ -741,45 +821,69 @@ impl Uprobes {
         // no frame for the nested temporaries.
         const {
             Uprobes {
-                registry: spin::Mutex::new(Registry::new()),
-                executed_in_trap: AtomicU64::new(0),
-                trap_counters: TrapCounters {
+                registry: spin::RwLock::new(Registry::new()),
+                executed_in_trap: CacheLine(AtomicU64::new(0)),
+                trap_counters: CacheLine(TrapCounters {
                     lock_acquisitions: AtomicU64::new(0),
                     lock_contended: AtomicU64::new(0),
                     lock_spins: AtomicU64::new(0),
                     restarted: AtomicU64::new(0),
-                },
+                }),
             }
         }
     }
 
-    /// The registry lock, for calls that change the registry. A function of its own: the
-    /// spin loop, inlined into each caller, would sit in every entry point's frame in
-    /// unoptimised builds.
-    fn lock(&self) -> spin::MutexGuard<'_, Registry> {
-        self.registry.lock()
+    /// The registry's write side, for calls that change the registry. Taken through an
+    /// upgradeable read: its flag stops new readers at once, so the writer only waits for
+    /// the traps already inside, however many harts keep hitting (spin's plain `write`
+    /// waits for a moment with no reader at all, which constant hits may never leave). A
+    /// function of its own: the spin loop, inlined into each caller, would sit in every
+    /// entry point's frame in unoptimised builds.
+    fn write(&self) -> spin::RwLockWriteGuard<'_, Registry> {
+        self.registry.upgradeable_read().upgrade()
     }
 
-    /// The registry lock, for the trap path: counts acquisitions, contention and spins.
-    fn trap_lock(&self) -> spin::MutexGuard<'_, Registry> {
+    /// The registry's read side, for the trap path: counts acquisitions, waits and spins.
+    #[inline]
+    fn trap_read(&self) -> spin::RwLockReadGuard<'_, Registry> {
         let counters = &self.trap_counters;
         counters.lock_acquisitions.fetch_add(1, Ordering::Relaxed);
-        if let Some(reg) = self.registry.try_lock() {
+        if let Some(reg) = self.registry.try_read() {
             return reg;
         }
         counters.lock_contended.fetch_add(1, Ordering::Relaxed);
         let mut spins = 0;
         let reg = loop {
-            while self.registry.is_locked() {
+            // Plain loads while a writer works; a failed `try_read` briefly counts itself
+            // as a reader, which would delay a writer waiting for the readers to drain.
+            while self.registry.writer_count() != 0 {
                 spins += 1;
                 core::hint::spin_loop();
             }
-            if let Some(reg) = self.registry.try_lock() {
+            if let Some(reg) = self.registry.try_read() {
                 break reg;
+            }
+            for _ in 0..READ_BACKOFF {
+                spins += 1;
+                core::hint::spin_loop();
             }
         };
         counters.lock_spins.fetch_add(spins, Ordering::Relaxed);
         reg
+    }
+
+    /// The registry's write side, for the trap path (a thread's first trap, the lazy
+    /// restore of a removed probe): counted as [`trap_read`](Self::trap_read) is.
+    fn trap_write(&self) -> spin::RwLockWriteGuard<'_, Registry> {
+        let counters = &self.trap_counters;
+        counters.lock_acquisitions.fetch_add(1, Ordering::Relaxed);
+        if let Some(upgradeable) = self.registry.try_upgradeable_read() {
+            if let Ok(reg) = upgradeable.try_upgrade() {
+                return reg;
+            }
+        }
+        counters.lock_contended.fetch_add(1, Ordering::Relaxed);
+        self.write()
     }
 
     /// Counters of the trap path since the engine was made (see [`TrapStats`]).
@@ -812,7 +916,7 @@ impl Uprobes {
         if addr % 2 != 0 {
             return Err(Error::Misaligned(addr));
         }
-        let mut reg = self.lock();
+        let mut reg = self.write();
         let result = match reg.register(path, addr, &consumer, current) {
             Ok((probe, is_new)) => Ok(reg.add_consumer(probe, is_new, consumer)),
             Err(e) => Err(e),
@@ -830,7 +934,7 @@ impl Uprobes {
         id: ConsumerId,
         current: Option<&mut dyn UserSpace>,
     ) -> Result<(), Error> {
-        let mut reg = self.lock();
+        let mut reg = self.write();
         let result = reg.unregister(id, current);
         unlock(reg);
         result
@@ -840,7 +944,7 @@ impl Uprobes {
     /// its path that are not armed yet, restores the instructions of removed probes. Returns
     /// the first error after trying every probe.
     pub fn sync(&self, space: &mut dyn UserSpace) -> Result<(), Error> {
-        let mut reg = self.lock();
+        let mut reg = self.write();
         let result = reg.sync(space);
         unlock(reg);
         result
@@ -854,7 +958,7 @@ impl Uprobes {
             return Err(Error::UnknownProcess(NO_PID));
         }
         let mut fresh = Process::boxed(path);
-        let mut reg = self.lock();
+        let mut reg = self.write();
         fresh.compressed_breakpoints = reg.compressed_breakpoints;
         let old = reg.procs.insert(space.pid(), fresh);
         let result = reg.sync(space);
@@ -867,7 +971,7 @@ impl Uprobes {
     /// XOL pages included). The child's first thread inherits the pending returns of the
     /// forking thread.
     pub fn on_fork(&self, parent: Pid, parent_tid: Tid, child: Pid, child_tid: Tid) {
-        let mut reg = self.lock();
+        let mut reg = self.write();
         let Some(state) = reg
             .procs
             .get(parent)
@@ -882,14 +986,14 @@ impl Uprobes {
 
     /// Call when a process exits: drops its state.
     pub fn on_exit(&self, pid: Pid) {
-        let gone = self.lock().procs.remove(pid);
+        let gone = self.write().procs.remove(pid);
         drop(gone); // freed outside the lock
     }
 
     /// Call when one thread of a process exits while the process goes on (a killed thread
     /// included): drops its pending returns and any out-of-line step it was in.
     pub fn on_thread_exit(&self, pid: Pid, tid: Tid) {
-        let mut reg = self.lock();
+        let mut reg = self.write();
         let Some(proc) = reg.procs.get_mut(pid) else {
             return;
         };
@@ -906,7 +1010,7 @@ impl Uprobes {
     /// checks with this that it calls them (never more than its live threads).
     pub fn threads_tracked(&self, pid: Pid) -> usize {
         self.registry
-            .lock()
+            .read()
             .procs
             .get(pid)
             .map_or(0, |p| p.threads.len())
@@ -914,7 +1018,7 @@ impl Uprobes {
 
     /// Counters of the probe at (`path`, `addr`), while it is registered.
     pub fn stats(&self, path: &str, addr: usize) -> Option<ProbeStats> {
-        let reg = self.lock();
+        let reg = self.registry.read();
         reg.probes_of(path)?.get(addr).map(|p| p.stats())
     }
 
@@ -925,7 +1029,7 @@ impl Uprobes {
     /// when the kernel gave an [`ImageReader`] ([`set_image_reader`](Self::set_image_reader));
     /// otherwise the first `exec` arms it, and this status is where a refusal shows.
     pub fn status(&self, id: ConsumerId) -> Result<ProbeStatus, Error> {
-        let reg = self.lock();
+        let reg = self.registry.read();
         let probe = reg.consumers.get(id.0).ok_or(Error::NotRegistered)?;
         Ok(probe.status())
     }
@@ -933,7 +1037,7 @@ impl Uprobes {
     /// Lets [`register`](Self::register) check probes on programs that are not running:
     /// `reader` reads the bytes a program's image holds at a user address.
     pub fn set_image_reader(&self, reader: Option<ImageReader>) {
-        self.lock().image_reader = reader;
+        self.write().image_reader = reader;
     }
 
     /// Breakpoints on 32-bit instructions are the 2-byte `c.ebreak` in their first parcel
@@ -945,12 +1049,12 @@ impl Uprobes {
     /// `addi sp, sp, -16` was seen as `addi sp, zero, 1`). Only for harts with the C
     /// extension.
     pub fn set_compressed_breakpoints(&self, on: bool) {
-        self.lock().compressed_breakpoints = on;
+        self.write().compressed_breakpoints = on;
     }
 
     /// The trampoline address of a process, once it has one.
     pub fn trampoline(&self, pid: Pid) -> Option<usize> {
-        self.lock().procs.get(pid)?.xol.trampoline()
+        self.registry.read().procs.get(pid)?.xol.trampoline()
     }
 
     /// Call on every user fault other than a breakpoint (page fault, illegal instruction…).
@@ -958,24 +1062,26 @@ impl Uprobes {
     /// back to the probed address (so the fault is reported where the program sees it) and
     /// returns `true`.
     pub fn fixup_fault(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> bool {
-        let mut reg = self.trap_lock();
-        let Some(proc) = reg.procs.get_mut(space.pid()) else {
-            return false;
-        };
-        let Some(thread) = proc.threads.get_mut(space.tid()) else {
-            return false;
-        };
-        match thread.stepping.take() {
-            Some(step) if step.slot == regs.pc() => {
+        match self.take_faulted_step(space.pid(), space.tid(), regs.pc()) {
+            Some(step) => {
                 regs.set_pc(step.addr);
-                proc.xol.unpin(step.slot);
                 true
             }
-            other => {
-                thread.stepping = other;
-                false
-            }
+            None => false,
         }
+    }
+
+    /// The out-of-line step thread `tid` was in if it faulted at `pc` in its slot, taken
+    /// out of its state and its slot unpinned, under the read lock.
+    fn take_faulted_step(&self, pid: Pid, tid: Tid, pc: usize) -> Option<Step> {
+        let reg = self.trap_read();
+        let proc = reg.procs.get(pid)?;
+        let thread = proc.threads.get(tid)?;
+        let step = thread.lock().stepping.take_if(|s| s.slot == pc);
+        if let Some(step) = &step {
+            proc.xol.unpin(step.slot);
+        }
+        step
     }
 
     /// How many probed instructions this engine has executed itself in a trap (simulated
@@ -995,34 +1101,28 @@ impl Uprobes {
     pub fn handle_breakpoint(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
         let pc = regs.pc();
         let pid = space.pid();
-        let mut reg = self.trap_lock();
-        let Some(proc) = reg.procs.get_mut(pid) else {
+        let reg = self.trap_read();
+        let Some(proc) = reg.procs.get(pid) else {
             return Trap::NotOurs;
         };
         if let Some(armed) = proc.armed.get(pc) {
             if armed.probe.is_removed() {
-                // Unregistered while armed here: restore lazily and run the original.
-                let restored = proc.disarm(space, pc);
                 drop(reg);
-                return match restored {
-                    Ok(gone) => {
-                        drop(gone); // the probe's last reference, maybe: outside the lock
-                        Trap::Handled
-                    }
-                    Err(_) => Trap::NotOurs,
-                };
+                return self.restore_removed(space, pc);
             }
-            let armed = armed.clone();
+            armed.probe.count_hit();
+            // SAFETY: `reg` holds the read side of the registry lock.
+            let hit = ArmedHit::new(armed, unsafe { armed.probe.consumers() });
             // The handlers run unlocked, and the probe may go meanwhile: its slot must
             // stay this instruction's until the thread is done with it.
-            if let Some(slot) = step_slot(&armed) {
+            if let Some(slot) = hit.slot {
                 proc.xol.pin(slot);
             }
             drop(reg);
             // Dropped here, after the hit: this frame is shallow enough for the drop glue
-            // of a probe whose last reference it may hold.
-            let trap = self.probe_hit(space, regs, &armed);
-            drop(armed);
+            // of a probe (or consumer list) whose last reference it may hold.
+            let trap = self.probe_hit(space, regs, pid, &hit);
+            drop(hit);
             return trap;
         }
         if proc.xol.trampoline() == Some(pc) {
@@ -1032,96 +1132,151 @@ impl Uprobes {
         step_end_or_other(reg, space, regs, pc, &self.trap_counters.restarted)
     }
 
-    fn probe_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs, armed: &Armed) -> Trap {
-        let addr = armed.probe.addr;
-        let (pid, tid) = (space.pid(), space.tid());
+    /// A hit on a probe unregistered while armed here: restores the original (user memory
+    /// is written under the write lock only) and runs it. Decided again under that lock:
+    /// another trap may have restored it, or a new probe armed it, meanwhile.
+    fn restore_removed(&self, space: &mut dyn UserSpace, pc: usize) -> Trap {
+        let mut reg = self.trap_write();
+        let Some(proc) = reg.procs.get_mut(space.pid()) else {
+            return Trap::NotOurs;
+        };
+        match proc.armed.get(pc) {
+            // Restore lazily and run the original.
+            Some(armed) if armed.probe.is_removed() => {
+                let restored = proc.disarm(space, pc);
+                drop(reg);
+                match restored {
+                    Ok(gone) => {
+                        drop(gone); // the probe's last reference, maybe: outside the lock
+                        Trap::Handled
+                    }
+                    Err(_) => Trap::NotOurs,
+                }
+            }
+            // Armed again meanwhile: the restarted instruction traps on the new probe.
+            Some(_) => Trap::Handled,
+            // Restored meanwhile, unless the bytes are a breakpoint of the program's own.
+            None if is_breakpoint_at(space, pc) => Trap::NotOurs,
+            None => Trap::Handled,
+        }
+    }
+
+    /// The rest of a hit, unlocked: entry handlers, then the return hijack and the step
+    /// (out of line, or executed here) and the post handlers.
+    fn probe_hit(
+        &self,
+        space: &mut dyn UserSpace,
+        regs: &mut dyn UserRegs,
+        pid: Pid,
+        armed: &ArmedHit,
+    ) -> Trap {
+        let addr = armed.addr;
+        let tid = space.tid();
         let hit = Hit { pid, tid, addr };
-        let consumers = armed.probe.consumers();
-        armed.probe.count_hit();
-        run_entry_handlers(&consumers, regs, &hit, false);
+        run_entry_handlers(&armed.consumers, regs, &hit, false);
         if regs.pc() != addr {
             // A handler redirected the thread: skip the instruction, and its slot.
-            if let Some(slot) = step_slot(armed) {
-                if let Some(proc) = self.trap_lock().procs.get_mut(pid) {
+            if let Some(slot) = armed.slot {
+                if let Some(proc) = self.trap_read().procs.get(pid) {
                     proc.xol.unpin(slot);
                 }
             }
             return Trap::Handled;
         }
-        let wants_return = consumers.iter().any(|(_, c)| c.has_return());
-        if wants_return || armed.insn.class() == Class::Xol {
-            match self.prepare_step(pid, tid, regs, armed, wants_return) {
-                Ok(true) => return Trap::Handled,
-                Ok(false) => {}
-                Err(trap) => return trap,
+        if let Some(probe) = &armed.probe {
+            let mut prepared = self.prepare_step(pid, tid, regs, armed, probe);
+            if prepared == Prepared::NoThreadState {
+                // A sibling call, not nested: small stack in unoptimised builds.
+                prepared = self.prepare_first_step(pid, tid, regs, armed, probe);
+            }
+            match prepared {
+                Prepared::Stepping => return Trap::Handled,
+                Prepared::InTrap => {}
+                // The process is gone (or, cannot happen, still no thread state).
+                Prepared::Gone | Prepared::NoThreadState => return Trap::NotOurs,
             }
         }
         if !armed.insn.execute(regs) {
             return Trap::NotOurs; // an out-of-line instruction without a slot: cannot happen
         }
         self.executed_in_trap.fetch_add(1, Ordering::Relaxed);
-        run_entry_handlers(&consumers, regs, &hit, true);
+        run_entry_handlers(&armed.consumers, regs, &hit, true);
         Trap::Handled
     }
 
-    /// Under the lock: records the return (for return probes) and starts the out-of-line
-    /// step (for XOL instructions, in the slot pinned at the hit; then `true`).
-    /// `Err(NotOurs)` if the process is gone.
+    /// Records the return (for return probes) and starts the out-of-line step (for XOL
+    /// instructions, in the slot pinned at the hit), in the thread's own state under the
+    /// read lock. A thread without state yet is left to
+    /// [`prepare_first_step`](Self::prepare_first_step).
     fn prepare_step(
         &self,
         pid: Pid,
         tid: Tid,
         regs: &mut dyn UserRegs,
-        armed: &Armed,
-        wants_return: bool,
-    ) -> Result<bool, Trap> {
-        let mut reg = self.trap_lock();
+        armed: &ArmedHit,
+        probe: &Arc<Probe>,
+    ) -> Prepared {
+        let reg = self.trap_read();
+        let Some(proc) = reg.procs.get(pid) else {
+            return Prepared::Gone;
+        };
+        let Some(thread) = proc.threads.get(tid) else {
+            return Prepared::NoThreadState;
+        };
+        let mut thread = thread.lock();
+        if armed.wants_return {
+            hijack_return(&mut thread, regs, probe, proc.xol.trampoline());
+        }
+        start_step(&proc.xol, &mut thread, regs, armed, probe)
+    }
+
+    /// [`prepare_step`](Self::prepare_step) for a thread with no state yet: creates it
+    /// under the write lock (this allocates, once per thread).
+    fn prepare_first_step(
+        &self,
+        pid: Pid,
+        tid: Tid,
+        regs: &mut dyn UserRegs,
+        armed: &ArmedHit,
+        probe: &Arc<Probe>,
+    ) -> Prepared {
+        let mut reg = self.trap_write();
         let Some(proc) = reg.procs.get_mut(pid) else {
-            return Err(Trap::NotOurs);
+            return Prepared::Gone;
         };
-        let trampoline = proc.xol.trampoline();
-        let Some(thread) = proc.thread(tid) else {
-            return Err(Trap::NotOurs);
+        // `None` cannot happen (the map always finds what it just inserted) but is not a
+        // panic on the trap path.
+        let Some(thread) = proc.threads.get_or_insert_with(tid, new_thread) else {
+            return Prepared::NoThreadState;
         };
-        if wants_return {
-            hijack_return(thread, regs, &armed.probe, trampoline);
+        let thread = thread.0.get_mut();
+        if armed.wants_return {
+            hijack_return(thread, regs, probe, proc.xol.trampoline());
         }
-        if let Some(slot) = step_slot(armed) {
-            let stale = thread.stepping.replace(Step {
-                probe: Arc::downgrade(&armed.probe),
-                addr: armed.probe.addr,
-                slot,
-                len: armed.insn.len(),
-            });
-            if let Some(stale) = stale {
-                proc.xol.unpin(stale.slot); // a step the kernel never finished
-            }
-            regs.set_pc(slot);
-            return Ok(true);
-        }
-        Ok(false)
+        start_step(&proc.xol, thread, regs, armed, probe)
     }
 
     fn trampoline_hit(&self, space: &mut dyn UserSpace, regs: &mut dyn UserRegs) -> Trap {
         let (pid, tid) = (space.pid(), space.tid());
+        let mut sp = Some(regs.reg(abi::SP));
         let mut orig_ra = None;
-        while let Some(ri) = self.pop_return(pid, tid, regs.reg(abi::SP), orig_ra.is_none()) {
-            orig_ra = Some(ri.orig_ra);
+        // Each popped instance (and the strong reference it may carry) is dropped in this
+        // frame, shallow enough for the drop glue of a probe's last reference.
+        while let Some(popped) = self.pop_return(pid, tid, sp.take()) {
+            orig_ra = Some(popped.ri.orig_ra);
             // As in Linux: return handlers see the pc the thread returns to.
-            regs.set_pc(ri.orig_ra);
-            // Upgraded here, not in a helper: the probe's last reference may be dropped
-            // with it, and this frame is shallow enough for that drop glue.
-            if let Some(probe) = ri.probe.upgrade() {
+            regs.set_pc(popped.ri.orig_ra);
+            if let Some((probe, consumers)) = &popped.probe {
                 probe.count_return();
                 let ret = Return {
                     pid,
                     tid,
                     func: probe.addr,
-                    ret_addr: ri.orig_ra,
+                    ret_addr: popped.ri.orig_ra,
                 };
-                run_return_handlers(&probe.consumers(), regs, &ret);
+                run_return_handlers(consumers, regs, &ret);
             }
-            if !ri.chained {
+            if !popped.ri.chained {
                 break;
             }
         }
@@ -1134,22 +1289,37 @@ impl Uprobes {
         }
     }
 
-    /// Under the lock: the innermost return instance of thread `tid`, taken off its
-    /// stack. The `first` of a trampoline hit must be the innermost live instance's (`sp`
-    /// is the returning frame's): a callee returns with the sp it was entered with.
-    /// Anything else (a second return from setjmp, a forged jump) is not a return we
+    /// Under the read lock: the innermost return instance of thread `tid`, taken off its
+    /// stack, with its probe (if it still exists) and a snapshot of its consumers. With
+    /// `sp` (the first of a trampoline hit), only if that instance is the innermost live
+    /// one's once the dead frames are dropped: a callee returns with the sp it was entered
+    /// with. Anything else (a second return from setjmp, a forged jump) is not a return we
     /// recorded.
-    fn pop_return(&self, pid: Pid, tid: Tid, sp: usize, first: bool) -> Option<ReturnInstance> {
-        let mut reg = self.trap_lock();
-        let thread = reg.procs.get_mut(pid)?.threads.get_mut(tid)?;
-        if first {
+    fn pop_return(&self, pid: Pid, tid: Tid, sp: Option<usize>) -> Option<Popped> {
+        let reg = self.trap_read();
+        let mut thread = reg.procs.get(pid)?.threads.get(tid)?.lock();
+        if let Some(sp) = sp {
             thread.returns.drop_dead_frames(sp);
             if thread.returns.top().is_none_or(|ri| ri.sp != sp) {
                 return None;
             }
         }
-        thread.returns.pop()
+        let ri = thread.returns.pop()?;
+        let probe = ri.probe.upgrade().map(|probe| {
+            // SAFETY: `reg` holds the read side of the registry lock.
+            let consumers = unsafe { probe.consumers() };
+            (probe, consumers)
+        });
+        Some(Popped { ri, probe })
     }
+}
+
+/// A return instance taken off a thread's stack by [`Uprobes::pop_return`].
+struct Popped {
+    ri: ReturnInstance,
+    /// Its probe, unless it is gone (a probe is freed only once unregistered, with no
+    /// consumers left), and a snapshot of its consumers.
+    probe: Option<(Arc<Probe>, Consumers)>,
 }
 
 /// Calls the return handlers of every consumer.
@@ -1161,42 +1331,83 @@ fn run_return_handlers(consumers: &Consumers, regs: &mut dyn UserRegs, ret: &Ret
     }
 }
 
+/// What [`Uprobes::prepare_step`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prepared {
+    /// The pc is in the XOL slot: the thread steps there.
+    Stepping,
+    /// The instruction is to be executed in the trap.
+    InTrap,
+    /// The thread has no state yet (its first return or out-of-line hit).
+    NoThreadState,
+    /// The process is gone.
+    Gone,
+}
+
+/// Moves the pc into the slot of an out-of-line instruction, recording the step in the
+/// thread's state.
+fn start_step(
+    xol: &Xol,
+    thread: &mut ThreadState,
+    regs: &mut dyn UserRegs,
+    armed: &ArmedHit,
+    probe: &Arc<Probe>,
+) -> Prepared {
+    let Some(slot) = armed.slot else {
+        return Prepared::InTrap;
+    };
+    let stale = thread.stepping.replace(Step {
+        probe: Arc::downgrade(probe),
+        addr: armed.addr,
+        slot,
+        len: armed.insn.len(),
+    });
+    if let Some(stale) = stale {
+        xol.unpin(stale.slot); // a step the kernel never finished
+    }
+    regs.set_pc(slot);
+    Prepared::Stepping
+}
+
 /// The slot a hit on `armed` steps in, if its instruction runs out of line.
 fn step_slot(armed: &Armed) -> Option<usize> {
     armed.slot.filter(|_| armed.insn.class() == Class::Xol)
 }
 
-/// The rest of [`Uprobes::handle_breakpoint`] under its lock `reg`, in a function of its own
-/// (small frames in unoptimised builds): the end of an out-of-line step, or a breakpoint
-/// that is not (or no longer) a probe's.
+/// The rest of [`Uprobes::handle_breakpoint`] under its read lock `reg`, in a function of
+/// its own (small frames in unoptimised builds): the end of an out-of-line step, or a
+/// breakpoint that is not (or no longer) a probe's.
 fn step_end_or_other(
-    mut reg: spin::MutexGuard<'_, Registry>,
+    reg: spin::RwLockReadGuard<'_, Registry>,
     space: &mut dyn UserSpace,
     regs: &mut dyn UserRegs,
     pc: usize,
     restarted: &AtomicU64,
 ) -> Trap {
-    let Some(proc) = reg.procs.get_mut(space.pid()) else {
+    let Some(proc) = reg.procs.get(space.pid()) else {
         return Trap::NotOurs;
     };
-    let step = proc
-        .threads
-        .get_mut(space.tid())
-        .and_then(|t| t.stepping.take_if(|s| s.slot.wrapping_add(s.len) == pc));
+    let step = proc.threads.get(space.tid()).and_then(|t| {
+        t.lock()
+            .stepping
+            .take_if(|s| s.slot.wrapping_add(s.len) == pc)
+    });
     if let Some(step) = step {
         proc.xol.unpin(step.slot);
-        drop(reg);
-        // Upgraded here, not in `finish_step`: the probe's last reference may be dropped
-        // with it, and this frame is shallow enough for that drop glue.
+        // Upgraded here, not in `finish_step`: the probe's last reference (or the consumer
+        // list's) may be dropped with it, and this frame is shallow enough for that glue.
         let probe = step.probe.upgrade();
-        finish_step(space, regs, &step, probe.as_deref());
+        // SAFETY: `reg` holds the read side of the registry lock.
+        let consumers = probe.as_ref().map(|p| unsafe { p.consumers() });
+        drop(reg);
+        finish_step(space, regs, &step, consumers.as_ref());
         return Trap::Handled;
     }
     // No probe here (any more): a probe removed between the trap and the lock left
     // the original instruction behind (or this hart ran a stale copy of the
     // breakpoint): run it again. Any other breakpoint (the program's own, a jump into
-    // a slot) is not ours. Decided under the lock, which every write of a breakpoint
-    // holds: a probe armed here again just now must not pass for the program's own.
+    // a slot) is not ours. Decided under the read lock: every write of a breakpoint holds
+    // the write side, so a probe armed here again just now cannot pass for the program's own.
     let restart = !is_breakpoint_at(space, pc);
     drop(reg);
     if restart {
@@ -1209,16 +1420,16 @@ fn step_end_or_other(
 }
 
 /// The breakpoint after an instruction stepped out of line: back to the probed code, then
-/// the post handlers of its `probe` (if it still exists: a probe is freed only once
-/// unregistered, when it has no consumers left).
+/// the post handlers of its probe's `consumers` (if the probe still exists: a probe is
+/// freed only once unregistered, when it has no consumers left).
 fn finish_step(
     space: &mut dyn UserSpace,
     regs: &mut dyn UserRegs,
     step: &Step,
-    probe: Option<&Probe>,
+    consumers: Option<&Consumers>,
 ) {
     regs.set_pc(step.addr.wrapping_add(step.len));
-    let Some(probe) = probe else {
+    let Some(consumers) = consumers else {
         return;
     };
     let hit = Hit {
@@ -1226,7 +1437,7 @@ fn finish_step(
         tid: space.tid(),
         addr: step.addr,
     };
-    run_entry_handlers(&probe.consumers(), regs, &hit, true);
+    run_entry_handlers(consumers, regs, &hit, true);
 }
 
 /// Records the return of the call entering at `probe` and points `ra` at the trampoline.

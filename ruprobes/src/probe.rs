@@ -1,6 +1,7 @@
 //! Probes and their consumers: what a user registers, and what the engine counts.
 
 use alloc::sync::Arc;
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -140,10 +141,19 @@ pub enum ProbeStatus {
 pub(crate) type Consumers = Arc<Array<(ConsumerId, Consumer)>>;
 
 /// A probe: one (path, address) with its consumers and counters.
+///
+/// Its consumer list has no lock of its own: the engine's registry lock guards it (read
+/// side to read it, write side to replace it), so a hit, which holds the read side
+/// anyway, reads it with no atomic operation but the snapshot's reference count.
 pub(crate) struct Probe {
     pub path: Text,
     pub addr: usize,
-    consumers: spin::Mutex<Consumers>,
+    /// Read through [`consumers`](Self::consumers) and replaced through
+    /// [`set_consumers`](Self::set_consumers) only, under the registry lock.
+    consumers: UnsafeCell<Consumers>,
+    /// Whether a consumer has a return handler (kept by `set_consumers`), for callers that
+    /// do not hold the registry lock.
+    wants_return: AtomicBool,
     hits: AtomicU64,
     returns: AtomicU64,
     missed: AtomicU64,
@@ -152,12 +162,18 @@ pub(crate) struct Probe {
     status: spin::Mutex<ProbeStatus>,
 }
 
+// SAFETY: every field but `consumers` is `Sync`; `consumers` is only reached under the
+// engine's registry lock (see `consumers` and `set_consumers`), which makes its shared
+// reads and exclusive writes exclusive of each other.
+unsafe impl Sync for Probe {}
+
 impl Probe {
     pub fn new(path: &str, addr: usize) -> Self {
         Probe {
             path: Text::new(path),
             addr,
-            consumers: spin::Mutex::new(Arc::new(Array::new())),
+            consumers: UnsafeCell::new(Arc::new(Array::new())),
+            wants_return: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             returns: AtomicU64::new(0),
             missed: AtomicU64::new(0),
@@ -173,8 +189,13 @@ impl Probe {
     }
 
     /// Whether `consumer` (the same handlers) is registered on this probe.
-    pub fn has_consumer(&self, consumer: &Consumer) -> bool {
-        self.consumers().iter().any(|(_, c)| c.same_as(consumer))
+    ///
+    /// # Safety
+    /// As for [`consumers`](Self::consumers).
+    pub unsafe fn has_consumer(&self, consumer: &Consumer) -> bool {
+        // SAFETY: the caller holds the registry lock.
+        let list = unsafe { &*self.consumers.get() };
+        list.iter().any(|(_, c)| c.same_as(consumer))
     }
 
     pub fn status(&self) -> ProbeStatus {
@@ -186,18 +207,31 @@ impl Probe {
         core::mem::replace(&mut *self.status.lock(), status)
     }
 
-    pub fn consumers(&self) -> Consumers {
-        self.consumers.lock().clone()
+    /// A snapshot of the consumer list.
+    ///
+    /// # Safety
+    /// The caller holds the registry lock of the engine this probe belongs to (either
+    /// side) for the whole call: only its write side replaces the list.
+    pub unsafe fn consumers(&self) -> Consumers {
+        // SAFETY: the caller holds the registry lock, so no `set_consumers` runs now.
+        unsafe { (*self.consumers.get()).clone() }
     }
 
     /// Replaces the consumer list; returns the old one, for the caller to retire.
+    ///
+    /// # Safety
+    /// The caller holds the write side of the registry lock of the engine this probe
+    /// belongs to: no other reference to the list exists.
     #[must_use]
-    pub fn set_consumers(&self, list: Consumers) -> Consumers {
-        core::mem::replace(&mut *self.consumers.lock(), list)
+    pub unsafe fn set_consumers(&self, list: Consumers) -> Consumers {
+        let wants_return = list.iter().any(|(_, c)| c.has_return());
+        self.wants_return.store(wants_return, Ordering::Relaxed);
+        // SAFETY: the caller holds the write side: nobody reads the list meanwhile.
+        unsafe { core::mem::replace(&mut *self.consumers.get(), list) }
     }
 
     pub fn wants_return(&self) -> bool {
-        self.consumers().iter().any(|(_, c)| c.has_return())
+        self.wants_return.load(Ordering::Relaxed)
     }
 
     pub fn count_hit(&self) {

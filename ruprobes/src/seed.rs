@@ -74,6 +74,13 @@ pub enum ProbeType {
 
 /// A seed handler: called with the trap frame and the probed address. Build one with
 /// [`seed_handler`] (the kernel then needs no `spin` of its own).
+///
+/// The type is the original crate's: an `FnMut` behind its own mutex, which each call
+/// takes. So hits of one probe on several harts run its handler one at a time (they wait
+/// for the handler, never for the engine, whose trap path only reads shared state), and a
+/// handler must not hit a probe with the same handler itself. Handlers that should run
+/// side by side on every hart are `Fn` consumers of the trait face, registered on
+/// [`engine()`] ([`Consumer`](crate::Consumer)): they take no lock.
 pub type SeedHandler = Arc<spin::Mutex<dyn FnMut(&mut TrapContext, usize) + Send>>;
 
 /// Wraps a function or closure as a [`SeedHandler`].

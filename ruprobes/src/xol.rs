@@ -7,7 +7,14 @@
 //! A slot is reused only when nothing refers to it: neither its armed probe nor a thread
 //! that hit the probe and is about to step, or is stepping, there (as Linux keeps a uprobe
 //! alive by reference while a thread uses it). Removing the probe meanwhile only retires
-//! the slot; the last such thread frees it.
+//! the slot; the next slot allocation after the last such thread is done takes it back.
+//!
+//! Locking: the engine changes the area (allocation, release) only under its registry's
+//! write lock; the trap path pins and unpins slots under the read lock, so the count of
+//! threads on a slot is an atomic, and a retired slot is taken back by the writer (which
+//! sees every count settled) rather than by the thread that unpins it.
+
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::array::Array;
 use crate::decode::{Insn, EBREAK};
@@ -22,12 +29,22 @@ pub const PAGE_SIZE: usize = 4096;
 pub const SLOTS_PER_PAGE: usize = PAGE_SIZE / SLOT_SIZE - 1;
 
 /// Who refers to one slot.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct Slot {
     /// The address of the armed probe that steps here; `None` once disarmed (or free).
     owner: Option<usize>,
-    /// Threads that hit the probe and will step, or are stepping, here.
-    steppers: u32,
+    /// Threads that hit the probe and will step, or are stepping, here (changed on the
+    /// trap path, under the registry's read lock).
+    steppers: AtomicU32,
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Slot {
+            owner: self.owner,
+            steppers: AtomicU32::new(self.steppers.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -53,6 +70,9 @@ pub(crate) struct Xol {
     /// Room for every slot of the area is kept reserved ([`reserve_every_slot`](
     /// Xol::reserve_every_slot)), so putting a slot back ([`free_slot`]) never allocates.
     free: Array<usize>,
+    /// Slots whose probe went while threads were on them: free once none is left (taken
+    /// back by [`alloc`](Xol::alloc)). Room for every slot is kept reserved here too.
+    retired: Array<usize>,
 }
 
 impl Clone for Xol {
@@ -60,6 +80,7 @@ impl Clone for Xol {
         let mut copy = Xol {
             pages: self.pages.clone(),
             free: self.free.clone(),
+            retired: self.retired.clone(),
         };
         copy.reserve_every_slot();
         copy
@@ -71,6 +92,8 @@ impl Xol {
     fn reserve_every_slot(&mut self) {
         let slots = self.pages.len() * SLOTS_PER_PAGE;
         self.free.reserve(slots.saturating_sub(self.free.len()));
+        self.retired
+            .reserve(slots.saturating_sub(self.retired.len()));
     }
 
     /// The trampoline address, once the first page exists.
@@ -100,7 +123,27 @@ impl Xol {
     /// return probe (`trampoline`), or one with a free slot for an instruction stepped out
     /// of line (`slot`). One page is enough: the first brings free slots.
     pub fn needs_page(&self, trampoline: bool, slot: bool) -> bool {
-        (self.pages.is_empty() && (trampoline || slot)) || (slot && self.free.is_empty())
+        (self.pages.is_empty() && (trampoline || slot))
+            || (slot && self.free.is_empty() && !self.retired.iter().any(|&s| self.unpinned(s)))
+    }
+
+    /// Whether no thread is on `slot`.
+    fn unpinned(&self, slot: usize) -> bool {
+        self.slot(slot)
+            .is_none_or(|e| e.steppers.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Frees the retired slots no thread is on any more.
+    fn reclaim_retired(&mut self) {
+        let mut i = 0;
+        while let Some(&slot) = self.retired.get(i) {
+            if self.unpinned(slot) {
+                self.retired.swap_remove(i);
+                free_slot(&mut self.free, slot);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Takes a free slot (see [`needs_page`](Self::needs_page)) for the probe at
@@ -111,6 +154,7 @@ impl Xol {
         owner: usize,
         insn: &Insn,
     ) -> Result<usize, Error> {
+        self.reclaim_retired();
         let Some(slot) = self.free.pop() else {
             return Err(Error::XolMapFailed);
         };
@@ -121,7 +165,7 @@ impl Xol {
         if let Some(entry) = self.slot_mut(slot) {
             *entry = Slot {
                 owner: Some(owner),
-                steppers: 0,
+                steppers: AtomicU32::new(0),
             };
         }
         Ok(slot)
@@ -131,48 +175,56 @@ impl Xol {
     /// in it. The bytes stay until it is taken again.
     pub fn release(&mut self, slot: usize) {
         if let Some(entry) = self.slot_mut(slot) {
-            if entry.owner.take().is_some() && entry.steppers == 0 {
-                free_slot(&mut self.free, slot);
+            if entry.owner.take().is_some() {
+                if *entry.steppers.get_mut() == 0 {
+                    free_slot(&mut self.free, slot);
+                } else {
+                    // Room reserved for every slot: never allocates.
+                    let _ = self.retired.push_within_capacity(slot);
+                }
             }
         }
     }
 
     /// A thread will step in `slot` (it hit the slot's probe): the slot stays until
-    /// [`unpin`](Self::unpin).
-    pub fn pin(&mut self, slot: usize) {
-        if let Some(entry) = self.slot_mut(slot) {
-            entry.steppers = entry.steppers.saturating_add(1);
+    /// [`unpin`](Self::unpin). Needs only the registry's read lock.
+    pub fn pin(&self, slot: usize) {
+        if let Some(entry) = self.slot(slot) {
+            // Saturating: a count stuck at the top keeps the slot forever, never frees it
+            // under a thread.
+            let _ = entry
+                .steppers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         }
     }
 
-    /// A thread is done with `slot` (stepped, faulted, exited, or skipped the step); the
-    /// last one frees a slot whose probe is gone.
-    pub fn unpin(&mut self, slot: usize) {
-        if let Some(entry) = self.slot_mut(slot) {
-            if entry.steppers == 0 {
-                return;
-            }
-            entry.steppers -= 1;
-            if entry.steppers == 0 && entry.owner.is_none() {
-                free_slot(&mut self.free, slot);
-            }
+    /// A thread is done with `slot` (stepped, faulted, exited, or skipped the step). Needs
+    /// only the registry's read lock: a slot whose probe is gone is taken back by the next
+    /// allocation (under the write lock) once its count is 0.
+    pub fn unpin(&self, slot: usize) {
+        if let Some(entry) = self.slot(slot) {
+            let _ = entry
+                .steppers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 
-    /// For a fork child, which has none of the parent's threads: no slot is pinned, and
-    /// those only pinned are free.
+    /// For a fork child, which has none of the parent's threads: no slot is pinned (those
+    /// only pinned are free at the next allocation).
     pub fn forget_steppers(&mut self) {
-        let Xol { pages, free } = self;
-        for page in pages.iter_mut() {
-            for (i, entry) in page.slots.iter_mut().enumerate() {
-                if entry.steppers != 0 {
-                    entry.steppers = 0;
-                    if entry.owner.is_none() {
-                        free_slot(free, page.base + i * SLOT_SIZE);
-                    }
-                }
+        for page in self.pages.iter_mut() {
+            for entry in page.slots.iter_mut() {
+                *entry.steppers.get_mut() = 0;
             }
         }
+    }
+
+    fn slot(&self, slot: usize) -> Option<&Slot> {
+        let page = self
+            .pages
+            .iter()
+            .find(|p| slot.wrapping_sub(p.base) < PAGE_SIZE)?;
+        page.slots.get(slot.wrapping_sub(page.base) / SLOT_SIZE)
     }
 
     fn slot_mut(&mut self, slot: usize) -> Option<&mut Slot> {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -267,4 +268,253 @@ fn compressed_breakpoints_change_only_the_first_parcel() {
         engine.unregister(id, Some(&mut space)).unwrap();
     }
     assert_eq!(space.text(8), code);
+}
+
+/// Traps take the registry's read side, so they never wait for each other; a writer must
+/// still get in while they keep coming. Here one trap is held inside the read side (at its
+/// read of the instruction) while a registration waits: a trap on another hart must then
+/// wait behind the registration, not overtake it (a reader-preferring lock would let traps
+/// in for as long as they overlap, and starve the churn of issue 14's scenario).
+#[test]
+fn a_waiting_writer_stops_new_traps_and_gets_in_before_them() {
+    let (engine, mem) = process(&[(ADDI, 4), (ADDI, 4), (ADDI, 4)]);
+    engine
+        .register(
+            PATH,
+            TEXT,
+            Consumer::new(),
+            Some(&mut SharedSpace::new(&mem, 1)),
+        )
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Arc<Mutex<Vec<std::thread::JoinHandle<HitterReport>>>> = Arc::default();
+    let writer: Arc<Mutex<Option<std::thread::JoinHandle<ConsumerId>>>> = Arc::default();
+    let mut hart = SharedSpace::new(&mem, 1);
+    let mut held = false;
+    hart.on_read = {
+        let (engine, mem, stop, threads, writer) = (
+            engine.clone(),
+            mem.clone(),
+            stop.clone(),
+            threads.clone(),
+            writer.clone(),
+        );
+        Some(Box::new(move |addr| {
+            if addr != TEXT + 8 || std::mem::replace(&mut held, true) {
+                return;
+            }
+            // This trap holds the read side now. A registration on hart 2...
+            *writer.lock().unwrap() = Some({
+                let (engine, mem) = (engine.clone(), mem.clone());
+                std::thread::spawn(move || {
+                    let mut space = SharedSpace::new(&mem, 2);
+                    engine
+                        .register(PATH, TEXT + 4, Consumer::new(), Some(&mut space))
+                        .unwrap()
+                })
+            });
+            // ...and a thread on hart 3 that keeps hitting the armed probe.
+            threads.lock().unwrap().push({
+                let (engine, mem, stop) = (engine.clone(), mem.clone(), stop.clone());
+                std::thread::spawn(move || hit_until_blocked(&engine, &mem, 3, &stop))
+            });
+            // Hold the read side until a hit had to wait (bounded, so that a lock that never
+            // makes one wait fails the test below instead of hanging it).
+            for _ in 0..10_000 {
+                if engine.trap_stats().lock_contended > 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stop.store(true, Ordering::Relaxed);
+        }))
+    };
+    // A trap at an address with no probe: it reads the instruction under the read side.
+    let mut regs = regs_at(TEXT + 8, 0x8000);
+    assert_eq!(
+        engine.handle_breakpoint(&mut hart, &mut regs),
+        Trap::Handled
+    );
+    assert_eq!(regs.pc(), TEXT + 8, "not a breakpoint any more: restarted");
+    let registered = writer.lock().unwrap().take().unwrap().join().unwrap();
+    let report = threads.lock().unwrap().pop().unwrap().join().unwrap();
+    assert!(
+        engine.trap_stats().lock_contended > 0,
+        "traps kept getting in while a registration waited"
+    );
+    assert!(
+        report.waited_behind_the_writer,
+        "the trap that waited got in before the registration it waited for"
+    );
+    assert_eq!(
+        engine.stats(PATH, TEXT).unwrap().hits,
+        report.hits,
+        "every hit counted once"
+    );
+    engine
+        .unregister(registered, Some(&mut SharedSpace::new(&mem, 1)))
+        .unwrap();
+}
+
+struct HitterReport {
+    hits: u64,
+    /// The hit that found the lock taken saw the registration's breakpoint when it got in.
+    waited_behind_the_writer: bool,
+}
+
+/// Hits the probe at TEXT until one hit had to wait for the lock (or `stop`).
+fn hit_until_blocked(
+    engine: &Uprobes,
+    mem: &Arc<Mutex<FakeSpace>>,
+    tid: usize,
+    stop: &AtomicBool,
+) -> HitterReport {
+    let mut space = SharedSpace::new(mem, tid);
+    let mut hits = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let waited_before = engine.trap_stats().lock_contended;
+        let mut regs = regs_at(TEXT, 0x8000);
+        assert_eq!(
+            engine.handle_breakpoint(&mut space, &mut regs),
+            Trap::Handled
+        );
+        assert_eq!(regs.pc(), TEXT + 4);
+        hits += 1;
+        if engine.trap_stats().lock_contended > waited_before {
+            let rearmed = mem.lock().unwrap().peek(TEXT + 4, 4) == 0x0010_0073u32.to_le_bytes();
+            return HitterReport {
+                hits,
+                waited_behind_the_writer: rearmed,
+            };
+        }
+    }
+    HitterReport {
+        hits,
+        waited_behind_the_writer: false,
+    }
+}
+
+/// Threads of one process step out of line and return through the trampoline while other
+/// threads of it get their state (a first out-of-line hit, under the write side) and exit
+/// in their slot: the exits drop only their own state, and every step and return of the
+/// others ends where it must.
+#[test]
+fn threads_exiting_in_their_slot_leave_the_other_threads_steps_and_returns_alone() {
+    const ROUNDS: usize = 2000;
+    let (engine, mem) = process(&[(LD, 4), (ADDI, 4)]);
+    let mismatched = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let mismatched = mismatched.clone();
+        Consumer::new().on_return(move |_, ret| {
+            if ret.ret_addr != return_address(ret.tid) {
+                mismatched.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let id = engine
+        .register(PATH, TEXT, consumer, Some(&mut SharedSpace::new(&mem, 1)))
+        .unwrap();
+    let hitters: Vec<_> = [2usize, 3]
+        .into_iter()
+        .map(|tid| {
+            let (engine, mem) = (engine.clone(), mem.clone());
+            std::thread::spawn(move || {
+                let mut space = SharedSpace::new(&mem, tid);
+                for _ in 0..ROUNDS {
+                    let slot = step_into_slot(&engine, &mut space, tid);
+                    let mut regs = regs_at(slot + 4, 0x8000);
+                    regs.set_reg(1, engine.trampoline(1).unwrap());
+                    assert_eq!(
+                        engine.handle_breakpoint(&mut space, &mut regs),
+                        Trap::Handled
+                    );
+                    assert_eq!(regs.pc(), TEXT + 4, "thread {tid}: step finished");
+                    regs.set_pc(regs.reg(1));
+                    assert_eq!(
+                        engine.handle_breakpoint(&mut space, &mut regs),
+                        Trap::Handled
+                    );
+                    assert_eq!(regs.pc(), return_address(tid), "thread {tid}: returned");
+                }
+            })
+        })
+        .collect();
+    // Short-lived threads: each steps into the slot once and exits there.
+    for i in 0..ROUNDS {
+        let tid = 100 + i;
+        step_into_slot(&engine, &mut SharedSpace::new(&mem, tid), tid);
+        engine.on_thread_exit(1, tid);
+    }
+    for h in hitters {
+        h.join().unwrap();
+    }
+    assert_eq!(
+        mismatched.load(Ordering::Relaxed),
+        0,
+        "a return went to another thread"
+    );
+    let stats = engine.stats(PATH, TEXT).unwrap();
+    assert_eq!(stats.hits, 3 * ROUNDS as u64);
+    assert_eq!(stats.returns, 2 * ROUNDS as u64);
+    assert_eq!(
+        engine.threads_tracked(1),
+        2,
+        "the exited threads' state is gone"
+    );
+    engine
+        .unregister(id, Some(&mut SharedSpace::new(&mem, 1)))
+        .unwrap();
+    assert_eq!(mem.lock().unwrap().text(8), assemble(&[(LD, 4), (ADDI, 4)]));
+}
+
+/// The return address thread `tid` calls the probed function with.
+fn return_address(tid: usize) -> usize {
+    0x5000 + 16 * tid
+}
+
+/// Thread `tid` hits the out-of-line probe at TEXT; the slot it is to step in.
+fn step_into_slot(engine: &Uprobes, space: &mut SharedSpace, tid: usize) -> usize {
+    let mut regs = regs_at(TEXT, 0x8000);
+    regs.set_reg(1, return_address(tid));
+    assert_eq!(engine.handle_breakpoint(space, &mut regs), Trap::Handled);
+    assert!(regs.pc() > XOL_BASE, "thread {tid} steps out of line");
+    regs.pc()
+}
+
+/// A probe unregistered while armed in a process that is not current is restored by that
+/// process's next hit, under the write side; traps of several threads on the stale
+/// breakpoint at once must each run the original exactly once (restore or restart),
+/// never report it as the program's own.
+#[test]
+fn traps_racing_the_lazy_restore_of_a_removed_probe_all_restart() {
+    let (engine, mem) = process(&[(ADDI, 4)]);
+    for _ in 0..200 {
+        let id = engine
+            .register(
+                PATH,
+                TEXT,
+                Consumer::new(),
+                Some(&mut SharedSpace::new(&mem, 1)),
+            )
+            .unwrap();
+        // Removed from elsewhere: the breakpoint stays until this process traps on it.
+        engine.unregister(id, None).unwrap();
+        let start = Arc::new(std::sync::Barrier::new(3));
+        let traps: Vec<_> = (1..=3)
+            .map(|tid| {
+                let (engine, mem, start) = (engine.clone(), mem.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut regs = regs_at(TEXT, 0x8000);
+                    start.wait();
+                    let trap =
+                        engine.handle_breakpoint(&mut SharedSpace::new(&mem, tid), &mut regs);
+                    (trap, regs.pc())
+                })
+            })
+            .collect();
+        for t in traps {
+            assert_eq!(t.join().unwrap(), (Trap::Handled, TEXT), "restarted");
+        }
+        assert_eq!(mem.lock().unwrap().text(4), assemble(&[(ADDI, 4)]));
+    }
 }

@@ -123,8 +123,9 @@ pub enum Progress {
 }
 
 /// The engine a machine drives.
+/// (Boxed: the engine keeps its trap counters on cache lines of their own, 320 bytes.)
 pub(crate) enum Engine {
-    Own(Uprobes),
+    Own(Box<Uprobes>),
     Seed,
 }
 
@@ -291,7 +292,7 @@ impl Machine {
             engine: if config.seed {
                 Engine::Seed
             } else {
-                Engine::Own(Uprobes::new())
+                Engine::Own(Box::new(Uprobes::new()))
             },
             faults: FaultInjection::none(),
             trace: TraceSink::default(),
