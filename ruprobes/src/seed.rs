@@ -80,7 +80,7 @@ pub enum ProbeType {
 /// for the handler, never for the engine, whose trap path only reads shared state), and a
 /// handler must not hit a probe with the same handler itself. Handlers that should run
 /// side by side on every hart are `Fn` consumers of the trait face, registered on
-/// [`engine()`] ([`Consumer`](crate::Consumer)): they take no lock.
+/// [`engine()`] ([`Consumer`]): they take no lock.
 pub type SeedHandler = Arc<spin::Mutex<dyn FnMut(&mut TrapContext, usize) + Send>>;
 
 /// Wraps a function or closure as a [`SeedHandler`].
