@@ -607,6 +607,10 @@ impl Process {
         // and writing are sibling calls, so their frames do not add up in unoptimised
         // builds.
         let stepped = original.is_some_and(|insn| insn.class() == Class::Xol);
+        if stepped {
+            // Slots retired under a thread that has stepped since are free again.
+            self.xol.reclaim_retired();
+        }
         if self.xol.needs_page(wants_return, stepped) {
             if let Err(e) = self.xol.add_page(space) {
                 return Err(e);

@@ -71,7 +71,8 @@ pub(crate) struct Xol {
     /// Xol::reserve_every_slot)), so putting a slot back ([`free_slot`]) never allocates.
     free: Array<usize>,
     /// Slots whose probe went while threads were on them: free once none is left (taken
-    /// back by [`alloc`](Xol::alloc)). Room for every slot is kept reserved here too.
+    /// back by [`reclaim_retired`](Xol::reclaim_retired)). Room for every slot is kept
+    /// reserved here too.
     retired: Array<usize>,
 }
 
@@ -123,21 +124,19 @@ impl Xol {
     /// return probe (`trampoline`), or one with a free slot for an instruction stepped out
     /// of line (`slot`). One page is enough: the first brings free slots.
     pub fn needs_page(&self, trampoline: bool, slot: bool) -> bool {
-        (self.pages.is_empty() && (trampoline || slot))
-            || (slot && self.free.is_empty() && !self.retired.iter().any(|&s| self.unpinned(s)))
+        (self.pages.is_empty() && (trampoline || slot)) || (slot && self.free.is_empty())
     }
 
-    /// Whether no thread is on `slot`.
-    fn unpinned(&self, slot: usize) -> bool {
-        self.slot(slot)
-            .is_none_or(|e| e.steppers.load(Ordering::Relaxed) == 0)
-    }
-
-    /// Frees the retired slots no thread is on any more.
-    fn reclaim_retired(&mut self) {
+    /// Frees the retired slots no thread is on any more. Call before
+    /// [`needs_page`](Self::needs_page) for a slot (a sibling of it, not nested in it or in
+    /// [`alloc`](Self::alloc): small frames in unoptimised builds).
+    pub fn reclaim_retired(&mut self) {
         let mut i = 0;
         while let Some(&slot) = self.retired.get(i) {
-            if self.unpinned(slot) {
+            let unpinned = self
+                .slot(slot)
+                .is_none_or(|e| e.steppers.load(Ordering::Relaxed) == 0);
+            if unpinned {
                 self.retired.swap_remove(i);
                 free_slot(&mut self.free, slot);
             } else {
@@ -154,7 +153,6 @@ impl Xol {
         owner: usize,
         insn: &Insn,
     ) -> Result<usize, Error> {
-        self.reclaim_retired();
         let Some(slot) = self.free.pop() else {
             return Err(Error::XolMapFailed);
         };
