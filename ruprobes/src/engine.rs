@@ -1248,9 +1248,18 @@ impl Uprobes {
         let Some(proc) = reg.procs.get_mut(pid) else {
             return Prepared::Gone;
         };
+        // The state is made here, a sibling of the insertion (through `get_or_insert_with`
+        // its allocation would nest under the map's frames: too deep for an unoptimised
+        // build). The insert replaces nothing: `tid` has no state.
+        if !proc.threads.contains(tid) {
+            let fresh = new_thread();
+            if let Some(replaced) = proc.threads.insert(tid, fresh) {
+                drop(replaced);
+            }
+        }
         // `None` cannot happen (the map always finds what it just inserted) but is not a
         // panic on the trap path.
-        let Some(thread) = proc.threads.get_or_insert_with(tid, new_thread) else {
+        let Some(thread) = proc.threads.get_mut(tid) else {
             return Prepared::NoThreadState;
         };
         let thread = thread.0.get_mut();
@@ -1266,21 +1275,24 @@ impl Uprobes {
         let mut orig_ra = None;
         // Each popped instance (and the strong reference it may carry) is dropped in this
         // frame, shallow enough for the drop glue of a probe's last reference.
-        while let Some(popped) = self.pop_return(pid, tid, sp.take()) {
-            orig_ra = Some(popped.ri.orig_ra);
+        while let Some(Popped { ri, probe }) = self.pop_return(pid, tid, sp.take()) {
+            orig_ra = Some(ri.orig_ra);
             // As in Linux: return handlers see the pc the thread returns to.
-            regs.set_pc(popped.ri.orig_ra);
-            if let Some((probe, consumers)) = &popped.probe {
+            regs.set_pc(ri.orig_ra);
+            if let Some((probe, consumers)) = probe {
                 probe.count_return();
                 let ret = Return {
                     pid,
                     tid,
                     func: probe.addr,
-                    ret_addr: popped.ri.orig_ra,
+                    ret_addr: ri.orig_ra,
                 };
-                run_return_handlers(consumers, regs, &ret);
+                run_return_handlers(&consumers, regs, &ret);
+                // One at a time: each drop glue then starts right at this frame.
+                drop(consumers);
+                drop(probe);
             }
-            if !popped.ri.chained {
+            if !ri.chained {
                 break;
             }
         }
