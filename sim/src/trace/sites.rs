@@ -68,6 +68,8 @@ struct Prefix {
 impl Prefix {
     /// The longest prefix kept; longer ones (long names) are written with the event.
     const SIZE: usize = 192;
+    /// Prefixes up to this long are copied as this many bytes.
+    const SHORT: usize = 64;
 
     const EMPTY: Prefix = Prefix {
         key: None,
@@ -142,7 +144,11 @@ impl Sites {
         }
         let room = out.room()?;
         let mut line = Buf::new(room);
-        line.put(&prefix.text);
+        // Short prefixes (most text ones) in a copy short enough to be inlined.
+        match prefix.len <= Prefix::SHORT {
+            true => line.put(&prefix.text[..Prefix::SHORT]),
+            false => line.put(&prefix.text),
+        }
         line.len = prefix.len;
         let [v0, v1] = e.values;
         match (format, e.kind) {
