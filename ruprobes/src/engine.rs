@@ -188,44 +188,29 @@ impl Registry {
         }
     }
 
-    /// [`Uprobes::register`] under the lock, up to adding the consumer: the probe at
-    /// (`path`, `addr`) for `consumer`, and whether it is new, armed in `current` or
-    /// checked against the image. (The consumer is only borrowed: moving it costs frame
-    /// space at every level in unoptimised builds.)
-    fn register(
+    /// Arms `probe` at once if `current` runs its program; else, for a new probe, checks
+    /// the instruction in the program's image if the kernel can read it, so that a refused
+    /// probe fails now and not at every exec. (Called by [`Uprobes::register`] next to
+    /// [`probe_for`](Self::probe_for), not under it: one frame less above the arming.)
+    fn arm_or_check(
         &mut self,
-        path: &str,
-        addr: usize,
-        consumer: &Consumer,
+        probe: &Arc<Probe>,
+        is_new: bool,
+        wants_return: bool,
         current: Option<&mut dyn UserSpace>,
-    ) -> Result<(Arc<Probe>, bool), Error> {
-        let (probe, is_new) = match self.probe_for(path, addr, consumer) {
-            Ok(found) => found,
-            Err(e) => return Err(e),
+    ) -> Result<(), Error> {
+        let Some((proc, space)) = running(&mut self.procs, current, &probe.path) else {
+            return if is_new {
+                self.check_image(probe.path.as_str(), probe.addr)
+            } else {
+                Ok(())
+            };
         };
-        let wants_return = consumer.has_return() || probe.wants_return();
-        // Armed at once if `current` runs `path` (here, not in a helper: one frame less
-        // above the arming). Else, for a new probe, the instruction is checked in the
-        // program's image if the kernel can read it, so that a refused probe fails now
-        // and not at every exec.
-        let checked = match running(&mut self.procs, current, &probe.path) {
-            Some((proc, space)) => match proc.arm(space, &probe, wants_return, &mut self.retired) {
-                Ok(()) => {
-                    probe.set_status(ProbeStatus::Armed);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            None if is_new => self.check_image(path, addr),
-            None => Ok(()),
-        };
-        match checked {
-            Ok(()) => Ok((probe, is_new)),
-            Err(e) => {
-                self.retired.probe(probe);
-                Err(e)
-            }
+        let armed = proc.arm(space, probe, wants_return, &mut self.retired);
+        if armed.is_ok() {
+            probe.set_status(ProbeStatus::Armed);
         }
+        armed
     }
 
     /// The probe at (`path`, `addr`) and whether it is new; refuses a consumer that is
@@ -270,18 +255,15 @@ impl Registry {
 
     /// Adds a new probe to the by-path table.
     fn add_probe(&mut self, probe: &Arc<Probe>) {
-        match self.probes.iter_mut().find(|(p, _)| *p == probe.path) {
-            Some((_, by_addr)) => {
-                // A new probe: nothing is replaced.
-                if let Some(old) = by_addr.insert(probe.addr, probe.clone()) {
-                    self.retired.probe(old);
-                }
-            }
-            None => {
-                let mut by_addr = AddrMap::new();
-                by_addr.insert(probe.addr, probe.clone());
-                self.probes.push((probe.path.clone(), by_addr));
-            }
+        if !self.probes.iter().any(|(p, _)| *p == probe.path) {
+            self.probes.push((probe.path.clone(), AddrMap::new()));
+        }
+        if let Some((_, by_addr)) = self.probes.iter_mut().find(|(p, _)| *p == probe.path) {
+            // A new probe: its address is not in the table. Reserved, then inserted with
+            // `insert_reserved`, which never replaces (so never drops) a probe: the drop
+            // glue of one would be this frame's deepest call.
+            by_addr.reserve(1);
+            by_addr.insert_reserved(probe.addr, || probe.clone());
         }
     }
 
@@ -598,9 +580,9 @@ impl Process {
         let addr = probe.addr;
         let mut original = None;
         if !self.armed.contains(addr) {
-            match self.read_original(space, addr) {
-                Ok(insn) => original = Some(insn),
-                Err(e) => return Err(e),
+            // Written in place (not returned in a `Result`): one copy less in this frame.
+            if let Err(e) = self.read_original(space, addr, &mut original) {
+                return Err(e);
             }
         }
         // The XOL pages it needs are mapped before anything is written. Reading, mapping
@@ -631,7 +613,12 @@ impl Process {
     /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
     /// (Checks, read, decoding and overlap test are siblings: each keeps its own small
     /// frame.)
-    fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<Insn, Error> {
+    fn read_original(
+        &self,
+        space: &mut dyn UserSpace,
+        addr: usize,
+        original: &mut Option<Insn>,
+    ) -> Result<(), Error> {
         if let Err(e) = self.check_armable(space, addr) {
             return Err(e);
         }
@@ -652,7 +639,8 @@ impl Process {
         if insn.len() == 4 && self.armed.contains(addr.wrapping_add(2)) {
             return Err(Error::Conflict(addr));
         }
-        Ok(insn)
+        *original = Some(insn);
+        Ok(())
     }
 
     /// Arms `probe` on its original instruction `insn`: takes an XOL slot if it needs one
@@ -921,8 +909,17 @@ impl Uprobes {
             return Err(Error::Misaligned(addr));
         }
         let mut reg = self.write();
-        let result = match reg.register(path, addr, &consumer, current) {
-            Ok((probe, is_new)) => Ok(reg.add_consumer(probe, is_new, consumer)),
+        let result = match reg.probe_for(path, addr, &consumer) {
+            Ok((probe, is_new)) => {
+                let wants_return = consumer.has_return() || probe.wants_return();
+                match reg.arm_or_check(&probe, is_new, wants_return, current) {
+                    Ok(()) => Ok(reg.add_consumer(probe, is_new, consumer)),
+                    Err(e) => {
+                        reg.retired.probe(probe);
+                        Err(e)
+                    }
+                }
+            }
             Err(e) => Err(e),
         };
         unlock(reg);
