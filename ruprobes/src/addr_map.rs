@@ -28,11 +28,12 @@ impl<V> AddrMap<V> {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// The slot where the search for `addr` starts: the top bits of a multiplicative hash.
+    /// The slot where the search for `addr` starts: bits from the upper half of a
+    /// multiplicative hash. (A constant shift and a mask: no overflow check, and so no
+    /// panic path under every lookup, in unoptimised builds.)
     fn home(&self, addr: usize) -> usize {
-        let bits = self.slots.len().trailing_zeros();
         let hash = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (hash >> (64 - bits)) as usize
+        (hash >> 32) as usize & self.mask()
     }
 
     fn find(&self, addr: usize) -> Option<usize> {
@@ -143,7 +144,19 @@ impl<V> AddrMap<V> {
         while size < needed {
             size = size.saturating_mul(2);
         }
-        let mut old = core::mem::replace(&mut self.slots, Array::with_len(size, || None));
+        // The new table is made, and the entries moved, in sibling calls: the frame above
+        // the allocation stays small in unoptimised builds.
+        let old = self.replace_slots(size);
+        self.move_entries(old);
+    }
+
+    /// Puts a table of `size` empty slots in place; the old one.
+    fn replace_slots(&mut self, size: usize) -> Array<Option<(usize, V)>> {
+        core::mem::replace(&mut self.slots, Array::with_len(size, || None))
+    }
+
+    /// Moves every entry of `old` into the table, then frees `old`.
+    fn move_entries(&mut self, mut old: Array<Option<(usize, V)>>) {
         for i in 0..old.len() {
             let Some(from) = old.get_mut(i) else { break };
             let Some(addr) = from.as_ref().map(|(key, _)| *key) else {

@@ -230,10 +230,10 @@ impl Registry {
     }
 
     /// Records `consumer` on `probe` (entered in the tables if new); its id.
-    fn add_consumer(&mut self, probe: Arc<Probe>, is_new: bool, consumer: Consumer) -> ConsumerId {
+    fn add_consumer(&mut self, probe: Arc<Probe>, is_new: bool, consumer: &Consumer) -> ConsumerId {
         let id = ConsumerId(self.next_id);
         self.next_id += 1;
-        let old = add_consumer(self, &probe, id, consumer);
+        let old = add_consumer(self, &probe, id, consumer.clone());
         self.retired.list(old);
         if is_new {
             self.add_probe(&probe);
@@ -580,8 +580,11 @@ impl Process {
         let addr = probe.addr;
         let mut original = None;
         if !self.armed.contains(addr) {
-            // Written in place (not returned in a `Result`): one copy less in this frame.
-            if let Err(e) = self.read_original(space, addr, &mut original) {
+            let (raw, len) = match self.read_original(space, addr) {
+                Ok(read) => read,
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = self.decode_original(raw, len, addr, &mut original) {
                 return Err(e);
             }
         }
@@ -610,27 +613,35 @@ impl Process {
         self.arm_insn(space, probe, &insn)
     }
 
-    /// Reads the instruction at `addr`, refusing one that overlaps an armed instruction.
-    /// (Checks, read, decoding and overlap test are siblings: each keeps its own small
-    /// frame.)
-    fn read_original(
-        &self,
-        space: &mut dyn UserSpace,
-        addr: usize,
-        original: &mut Option<Insn>,
-    ) -> Result<(), Error> {
+    /// Reads the instruction at `addr` (its bits and length), refusing an address that
+    /// cannot carry a probe. (Reading and [`decode_original`](Self::decode_original) are
+    /// siblings under [`arm`](Self::arm): each keeps its own small frame.)
+    fn read_original(&self, space: &mut dyn UserSpace, addr: usize) -> Result<(u32, u8), Error> {
         if let Err(e) = self.check_armable(space, addr) {
             return Err(e);
         }
-        // Read and decoded here (as `decode_at` does), not through it: one frame less above
-        // the decoder.
-        let decoded = match read_raw(addr, &mut |at, buf| space.read(at, buf)) {
-            Ok((raw, Some(2))) => decode::decode_raw(raw, 2),
-            Ok((raw, Some(4))) => decode::decode_raw(raw, 4),
-            Ok(_) => Err(Unsupported::Illegal), // longer than 32 bits
-            Err(e) => return Err(e),
-        };
-        let insn = match decoded {
+        match read_raw(addr, &mut |at, buf| space.read(at, buf)) {
+            Ok((raw, Some(2))) => Ok((raw, 2)),
+            Ok((raw, Some(4))) => Ok((raw, 4)),
+            Ok(_) => Err(Error::Unsupported {
+                addr,
+                why: Unsupported::Illegal, // longer than 32 bits
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decodes the instruction `raw` (`len` bytes) read at `addr` into `original`,
+    /// refusing one that overlaps an armed instruction. (Written in place, not returned
+    /// in a `Result`: one copy less in the caller's frame.)
+    fn decode_original(
+        &self,
+        raw: u32,
+        len: u8,
+        addr: usize,
+        original: &mut Option<Insn>,
+    ) -> Result<(), Error> {
+        let insn = match decode::decode_raw(raw, len) {
             Ok(insn) => insn,
             Err(why) => return Err(Error::Unsupported { addr, why }),
         };
@@ -913,7 +924,9 @@ impl Uprobes {
             Ok((probe, is_new)) => {
                 let wants_return = consumer.has_return() || probe.wants_return();
                 match reg.arm_or_check(&probe, is_new, wants_return, current) {
-                    Ok(()) => Ok(reg.add_consumer(probe, is_new, consumer)),
+                    // A clone (three reference counts): moving the consumer would copy it
+                    // in this frame, which is under the whole arming.
+                    Ok(()) => Ok(reg.add_consumer(probe, is_new, &consumer)),
                     Err(e) => {
                         reg.retired.probe(probe);
                         Err(e)
@@ -923,7 +936,7 @@ impl Uprobes {
             Err(e) => Err(e),
         };
         unlock(reg);
-        result // a refused consumer is dropped here, outside the lock
+        result // the caller's consumer (a clone was added) is dropped here, outside the lock
     }
 
     /// Removes a consumer. When it was the probe's last, the probe goes away and the original
