@@ -28,12 +28,13 @@ impl<V> AddrMap<V> {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// The slot where the search for `addr` starts: bits from the upper half of a
-    /// multiplicative hash. (A constant shift and a mask: no overflow check, and so no
-    /// panic path under every lookup, in unoptimised builds.)
+    /// The slot where the search for `addr` starts: the top bits of a multiplicative hash
+    /// (Fibonacci hashing), rotated down. (A rotation and a mask, not a variable shift: no
+    /// overflow check, and so no panic path under every lookup, in unoptimised builds.)
     fn home(&self, addr: usize) -> usize {
-        let hash = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (hash >> 32) as usize & self.mask()
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .rotate_left(self.slots.len().trailing_zeros()) as usize
+            & self.mask()
     }
 
     fn find(&self, addr: usize) -> Option<usize> {
