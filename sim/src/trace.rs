@@ -473,12 +473,14 @@ fn write_event(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A writer whose bytes the test can read, failing once `fail_after` bytes were taken.
+    /// A writer into shared bytes, for tests to read what was written; with a byte cap
+    /// past which it fails as a closed pipe does.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>, Option<usize>);
+    pub(crate) struct Shared(pub Arc<Mutex<Vec<u8>>>, pub Option<usize>);
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -495,9 +497,15 @@ mod tests {
     }
 
     impl Shared {
+        pub(crate) fn bytes(&self) -> Vec<u8> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+
         fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-                .into_owned()
+            String::from_utf8_lossy(&self.bytes()).into_owned()
         }
     }
 

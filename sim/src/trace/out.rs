@@ -84,28 +84,10 @@ impl Drop for Out {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use super::super::tests::Shared;
     use super::*;
-    use std::sync::{Arc, Mutex, PoisonError};
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            bytes.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn len(&self) -> usize {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-        }
-    }
 
     #[test]
     fn lines_in_the_buffer_and_writes_keep_their_order() {
@@ -132,12 +114,8 @@ mod tests {
                 expected.extend_from_slice(&big);
             }
         }
-        assert!(shared.len() < expected.len(), "some still buffered");
+        assert!(shared.bytes().len() < expected.len(), "some still buffered");
         drop(out);
-        assert_eq!(
-            *shared.0.lock().unwrap_or_else(PoisonError::into_inner),
-            expected,
-            "all written at drop, in order"
-        );
+        assert_eq!(shared.bytes(), expected, "all written at drop, in order");
     }
 }

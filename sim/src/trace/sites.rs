@@ -204,25 +204,11 @@ fn tail(format: Format, kind: SiteKind) -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::sync::{Arc, Mutex, PoisonError};
 
     use super::super::lines::tests::{events, locations};
     use super::super::lines::Lines;
+    use super::super::tests::Shared;
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let mut bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            bytes.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The event of a site at `at`, if it is a hit, post or return.
     fn site_event(sites: &[(Loc, SiteId)], event: &TraceEvent) -> Option<SiteEvent> {
@@ -290,7 +276,7 @@ mod tests {
                 "most lines have a prefix: {prefixed} of {all}"
             );
             drop(out);
-            let written = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let written = shared.bytes();
             let (written, expected) = (
                 String::from_utf8_lossy(&written),
                 String::from_utf8_lossy(&expected),
