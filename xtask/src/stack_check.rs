@@ -74,8 +74,6 @@ struct Config {
     /// `None`: release; `Some(n)`: the dev profile at opt-level `n`.
     debug_opt_level: Option<u8>,
     seed: bool,
-    /// Whether entry points over [`PEAK_LIMIT`] fail the check (else they are reported).
-    peaks_enforced: bool,
 }
 
 impl Config {
@@ -95,11 +93,10 @@ impl Config {
     }
 }
 
-/// The debug builds checked by default, with whether their entry-point peaks are enforced:
-/// opt-level 1, this workspace's dev profile (debug assertions and overflow checks on), and
-/// opt-level 0, what a kernel's own dev profile compiles the core at unless told otherwise;
-/// both in full (docs/PORTING.md §9 has the figures).
-const DEBUG_OPT_LEVELS: [(u8, bool); 2] = [(1, true), (0, true)];
+/// The debug builds checked by default: opt-level 1, this workspace's dev profile (debug
+/// assertions and overflow checks on), and opt-level 0, what a kernel's own dev profile
+/// compiles the core at unless told otherwise (docs/PORTING.md §9 has the figures).
+const DEBUG_OPT_LEVELS: [u8; 2] = [1, 0];
 
 const USAGE: &str = "stack-check takes [--report] [--debug-opt-level N] [--top N]";
 
@@ -132,31 +129,29 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unexpected argument `{other}` ({USAGE})")),
         }
     }
-    let profiles: Vec<(Option<u8>, bool)> = match only_level {
-        Some(n) => vec![(Some(n), true)],
+    let profiles: Vec<Option<u8>> = match only_level {
+        Some(n) => vec![Some(n)],
         None => DEBUG_OPT_LEVELS
             .iter()
-            .map(|&(n, peaks)| (Some(n), peaks))
-            .chain([(None, true)])
+            .map(|&n| Some(n))
+            .chain([None])
             .collect(),
     };
     let root = repo_root();
     let target_dir = root.join("target").join("stack-check");
     let sysroot_libs = sysroot_libs()?;
     let mut failures = Vec::new();
-    let mut reported = Vec::new();
-    for (debug_opt_level, peaks_enforced) in profiles {
+    for debug_opt_level in profiles {
         for seed in [false, true] {
             let config = Config {
                 debug_opt_level,
                 seed,
-                peaks_enforced,
             };
             let rlibs = build(&root, &target_dir, &config)?;
             let mut inputs = rlibs;
             inputs.extend(sysroot_libs.iter().cloned());
             let program = Program::load(&inputs)?;
-            failures.extend(report(&program, &config, top, &mut reported));
+            failures.extend(report(&program, &config, top));
         }
     }
     println!(
@@ -170,15 +165,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if failures.is_empty() || report_only {
         println!(
-            "stack-check: every frame of the core <= {FRAME_LIMIT} bytes and every entry point <= {PEAK_LIMIT} bytes{}{}",
-            if reported.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", except {} entry points in builds whose peaks are only reported (above)",
-                    reported.len()
-                )
-            },
+            "stack-check: every frame of the core <= {FRAME_LIMIT} bytes and every entry point <= {PEAK_LIMIT} bytes{}",
             if failures.is_empty() { "" } else { ": NO (report only)" }
         );
         Ok(())
@@ -276,14 +263,8 @@ fn build(root: &Path, target_dir: &Path, config: &Config) -> Result<Vec<(PathBuf
     Ok(rlibs)
 }
 
-/// Prints the report of one build; returns its budget violations. Entry points over budget
-/// in a build whose peaks are not enforced go to `reported` instead.
-fn report(
-    program: &Program,
-    config: &Config,
-    top: usize,
-    reported: &mut Vec<String>,
-) -> Vec<String> {
+/// Prints the report of one build; returns its budget violations.
+fn report(program: &Program, config: &Config, top: usize) -> Vec<String> {
     let label = config.label();
     let mut failures = Vec::new();
     println!("\nstack-check: {label}");
@@ -334,16 +315,9 @@ fn report(
             .collect();
         println!("  {peak:>7}  {name}\n           {}", path.join(" -> "));
         if peak > PEAK_LIMIT {
-            if config.peaks_enforced {
-                failures.push(format!(
-                    "{label}: {name} peaks at {peak} bytes (limit {PEAK_LIMIT})"
-                ));
-            } else {
-                println!(
-                    "           over {PEAK_LIMIT} bytes: reported, not enforced in this build"
-                );
-                reported.push(format!("{label}: {name} peaks at {peak} bytes"));
-            }
+            failures.push(format!(
+                "{label}: {name} peaks at {peak} bytes (limit {PEAK_LIMIT})"
+            ));
         }
         external.extend(peaks.external_below(root));
     }
