@@ -45,6 +45,9 @@ pub trait UserSpace {
     /// that need out-of-line stepping, plus once for the return trampoline.
     fn map_xol_page(&mut self) -> Result<usize, Fault>;
     /// Makes instruction fetch of `addr..addr + len` see the bytes just written, on every
-    /// hart that runs this process (`fence.i`, and a remote fence on SMP).
+    /// hart that runs this process (`fence.i`, and a remote fence on SMP). Also called for a
+    /// breakpoint that memory no longer holds, before it is restarted: the thread traps
+    /// again until fetch sees memory. Under QEMU with several harts `fence.i` is not
+    /// enough; store the bytes again unchanged first (docs/PORTING.md §2).
     fn flush_icache(&mut self, addr: usize, len: usize);
 }
