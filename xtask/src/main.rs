@@ -11,6 +11,7 @@ mod manifest;
 mod perf;
 mod qemu_test;
 mod qemu_user;
+mod smp_perf;
 mod stack_check;
 
 use std::path::PathBuf;
@@ -54,6 +55,11 @@ const COMMANDS: &[Command] = &[
         "perf",
         "measure probe costs on the fixtures in the simulator ([--json] [FIXTURE ...])",
         perf::run,
+    ),
+    (
+        "smp-perf",
+        "the test kernel's probe hits/s on 1, 2 and 4 harts under QEMU, with each vCPU's host CPU time ([--boots N])",
+        smp_perf::run,
     ),
     (
         "stack-check",

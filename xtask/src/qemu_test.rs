@@ -168,7 +168,7 @@ fn check_prerequisites() -> Result<(), String> {
 
 /// Builds the kernel (its own target dir under `target/`, no absolute paths embedded) and
 /// returns the ELF's path.
-fn build_kernel(root: &Path, features: &[&str]) -> Result<PathBuf, String> {
+pub fn build_kernel(root: &Path, features: &[&str]) -> Result<PathBuf, String> {
     let dir = root.join("fixtures/kernel");
     let target_dir = root.join("target/kernel");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
