@@ -26,6 +26,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const RUN_START: &str = "[smp] hits_scaling: run on ";
 /// Its line after: `[smp] hits/s on N harts: RATE (HITS hits in MS ms; ...)`.
 const RUN_RESULT: &str = "[smp] hits/s on ";
+/// Then: `[smp] hits_scaling: kernel time per hit on N harts: median C cycles (T ns), ...`.
+const KERNEL_TIME: &str = "[smp] hits_scaling: kernel time per hit on ";
 /// The kernel's faces, as `cargo xtask qemu-test` builds them.
 const FACES: &[(&str, &[&str])] = &[
     ("seed face", &["--features", "smp-only"]),
@@ -41,6 +43,8 @@ struct Run {
     hits: u64,
     /// Host CPU nanoseconds each vCPU thread ran during the run, busiest first.
     vcpu_ns: Vec<u64>,
+    /// The kernel's median time in a breakpoint trap (ns), once reported.
+    kernel_ns: Option<u64>,
 }
 
 impl Run {
@@ -49,6 +53,11 @@ impl Run {
     fn own_core_rate(&self) -> u64 {
         let busiest = self.vcpu_ns.first().copied().unwrap_or(0).max(1);
         (self.hits as u128 * 1_000_000_000 / busiest as u128) as u64
+    }
+
+    /// Host CPU time per hit, all vCPUs (those asleep take next to none).
+    fn vcpu_ns_per_hit(&self) -> u64 {
+        self.vcpu_ns.iter().sum::<u64>() / self.hits.max(1)
     }
 }
 
@@ -128,7 +137,7 @@ fn read_runs(child: &mut Child) -> Result<Vec<Run>, String> {
         };
         let line = line.trim_end_matches('\r');
         if line.starts_with(RUN_START) {
-            started = Some(vcpu_times(pid)?);
+            started = Some(vcpu_times(pid).map_err(|e| format!("at `{line}`: {e}"))?);
         } else if let Some((harts, wall_rate, hits)) = parse_result(line) {
             let before = started
                 .take()
@@ -144,7 +153,12 @@ fn read_runs(child: &mut Child) -> Result<Vec<Run>, String> {
                 wall_rate,
                 hits,
                 vcpu_ns,
+                kernel_ns: None,
             });
+        } else if let Some((harts, ns)) = parse_kernel_time(line) {
+            if let Some(run) = runs.last_mut().filter(|r| r.harts == harts) {
+                run.kernel_ns = Some(ns);
+            }
         } else if line.contains("FAILED") {
             return Err(format!("the kernel reported a failure: {line}"));
         } else if line == "=== all done" {
@@ -174,7 +188,15 @@ fn vcpu_times(pid: u32) -> Result<BTreeMap<String, u64>, String> {
         times.insert(name.to_string(), ns);
     }
     if times.is_empty() {
-        return Err("QEMU shows no vCPU threads (named `CPU N/TCG`)".into());
+        let names: Vec<String> = std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("comm")).unwrap_or_default())
+            .collect();
+        return Err(format!(
+            "QEMU shows no vCPU threads (named `CPU N/TCG`); its threads: {names:?}"
+        ));
     }
     Ok(times)
 }
@@ -188,6 +210,15 @@ fn parse_result(line: &str) -> Option<(usize, u64, u64)> {
     Some((harts.parse().ok()?, rate.parse().ok()?, hits.parse().ok()?))
 }
 
+/// `(harts, median ns)` of a kernel-time line.
+fn parse_kernel_time(line: &str) -> Option<(usize, u64)> {
+    let rest = line.strip_prefix(KERNEL_TIME)?;
+    let (harts, rest) = rest.split_once(" harts: median ")?;
+    let (_, rest) = rest.split_once(" cycles (")?;
+    let (ns, _) = rest.split_once(" ns)")?;
+    Some((harts.parse().ok()?, ns.parse().ok()?))
+}
+
 fn median(mut values: Vec<u64>) -> u64 {
     values.sort_unstable();
     values.get(values.len() / 2).copied().unwrap_or(0)
@@ -199,7 +230,9 @@ fn print_table(face: &str, runs: &BTreeMap<usize, Vec<Run>>) {
         "smp-perf: {face}, medians of {} boots",
         runs.values().map(Vec::len).max().unwrap_or(0)
     );
-    println!("  harts  wall hits/s   x    own-core hits/s   x    busiest vCPU ms  (each vCPU, ms)");
+    println!(
+        "  harts  wall hits/s     x  own-core hits/s     x  vCPU ns/hit  kernel ns/hit  busiest vCPU ms  (each vCPU, ms)"
+    );
     let wall = |n: &usize| {
         runs.get(n)
             .map(|r| median(r.iter().map(|r| r.wall_rate).collect()))
@@ -211,6 +244,8 @@ fn print_table(face: &str, runs: &BTreeMap<usize, Vec<Run>>) {
     let (wall_one, own_one) = (wall(&1).unwrap_or(0).max(1), own(&1).unwrap_or(0).max(1));
     for (harts, these) in runs {
         let (w, o) = (wall(harts).unwrap_or(0), own(harts).unwrap_or(0));
+        let kernel = median(these.iter().filter_map(|r| r.kernel_ns).collect());
+        let vcpu = median(these.iter().map(Run::vcpu_ns_per_hit).collect());
         // The boot with the median own-core rate, for its per-vCPU times.
         let mut sorted: Vec<&Run> = these.iter().collect();
         sorted.sort_by_key(|r| r.own_core_rate());
@@ -221,7 +256,7 @@ fn print_table(face: &str, runs: &BTreeMap<usize, Vec<Run>>) {
             .map(|ns| format!("{:.0}", *ns as f64 / 1e6))
             .collect();
         println!(
-            "  {harts:>5}  {w:>11}  {:>4.2}  {o:>15}  {:>4.2}  {:>15.0}  ({})",
+            "  {harts:>5}  {w:>11}  {:>4.2}  {o:>15}  {:>4.2}  {vcpu:>11}  {kernel:>13}  {:>15.0}  ({})",
             w as f64 / wall_one as f64,
             o as f64 / own_one as f64,
             typical.vcpu_ns.first().copied().unwrap_or(0) as f64 / 1e6,
@@ -255,7 +290,9 @@ mod tests {
             wall_rate: 1,
             hits: 20_000,
             vcpu_ns: vec![400_000_000, 100_000_000],
+            kernel_ns: None,
         };
         assert_eq!(run.own_core_rate(), 50_000);
+        assert_eq!(run.vcpu_ns_per_hit(), 25_000);
     }
 }
