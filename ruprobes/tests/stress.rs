@@ -13,7 +13,10 @@ use ruprobes::{abi, Consumer, ConsumerId, Tid, Trap, Uprobes, UserRegs};
 
 const PATH: &str = "/bin/stress";
 const SITES: usize = 48;
-const MIN_ROUNDS: usize = 5000;
+/// Hits per hitter at least, and rounds per registrar; fewer under Miri, which checks every
+/// memory access of every thread for data races (thousands of times slower).
+const MIN_ROUNDS: usize = if cfg!(miri) { 100 } else { 5000 };
+const REGISTRAR_ROUNDS: usize = if cfg!(miri) { 300 } else { 20_000 };
 /// Never unregistered by the registrars, so the hitters always find an armed probe.
 const PERMANENT: usize = TEXT + 4 * 7;
 
@@ -153,7 +156,7 @@ fn concurrent_register_unregister_and_hits() {
     for seed in 1..=2u64 {
         let (e, m, c, tx) = (engine.clone(), mem.clone(), counter.clone(), reg_tx.clone());
         handles.push(std::thread::spawn(move || {
-            registrar(&e, m, seed, 20_000, c);
+            registrar(&e, m, seed, REGISTRAR_ROUNDS, c);
             tx.send(()).unwrap();
         }));
     }
