@@ -220,14 +220,7 @@ fn boot_console(
     kernel: &Path,
     machine: &[&str],
 ) -> Result<(std::process::ExitStatus, String, String), String> {
-    let mut child = Command::new("qemu-system-riscv64")
-        .args(["-machine", "virt", "-m", "128M"])
-        .args(machine)
-        .args(["-nographic", "-bios", "default"])
-        .args(["-no-reboot", "-kernel"])
-        .arg(kernel)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut child = qemu(kernel, machine)
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start qemu-system-riscv64: {e}"))?;
@@ -261,6 +254,20 @@ fn boot_console(
     }
     let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
     Ok((status, console, stderr))
+}
+
+/// `qemu-system-riscv64` booting `kernel` on the `virt` machine with options `machine`
+/// (harts, clock), the distro's OpenSBI, no input, the console on a pipe.
+pub fn qemu(kernel: &Path, machine: &[&str]) -> Command {
+    let mut qemu = Command::new("qemu-system-riscv64");
+    qemu.args(["-machine", "virt", "-m", "128M"])
+        .args(machine)
+        .args(["-nographic", "-bios", "default"])
+        .args(["-no-reboot", "-kernel"])
+        .arg(kernel)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    qemu
 }
 
 /// The SMP scenarios' lines of `console`, if each of [`SMP_SCENARIOS`] reported ok; else

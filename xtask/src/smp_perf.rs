@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -91,14 +91,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// Boots `kernel` once; its `hits_scaling` runs, with the vCPUs' CPU time in each.
 fn boot_runs(kernel: &Path) -> Result<Vec<Run>, String> {
-    let mut child = Command::new("qemu-system-riscv64")
-        .args(["-machine", "virt", "-m", "128M", "-smp", "4"])
-        // Names the vCPU threads (`CPU 0/TCG`), so that they can be told apart.
-        .args(["-name", "ruprobes,debug-threads=on"])
-        .args(["-nographic", "-bios", "default", "-no-reboot", "-kernel"])
-        .arg(kernel)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    // `-name ...debug-threads=on` names the vCPU threads (`CPU 0/TCG`), to tell them apart.
+    let mut child = qemu_test::qemu(kernel, &["-smp", "4", "-name", "ruprobes,debug-threads=on"])
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start qemu-system-riscv64: {e}"))?;
